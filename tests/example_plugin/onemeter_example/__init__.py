@@ -1,0 +1,1 @@
+"""Example plugin for the tests: checklists with items, written only against the public hooks."""
