@@ -34,6 +34,7 @@ def run_migrations_online():
         if connection.dialect.name == "postgresql":
             # Migrations see and may change every tenant's rows (FORCE RLS covers the owner).
             connection.exec_driver_sql("SELECT set_config('app.all_tenants', 'on', false)")
+            connection.commit()  # else Alembic joins this transaction and never commits
         context.configure(connection=connection, target_metadata=target_metadata,
                           compare_type=True, render_as_batch=connection.dialect.name == "sqlite",
                           include_object=include_object)

@@ -55,6 +55,14 @@ class ChangeLog(TenantScoped, Model):
 
     ACTION_LABELS = {"create": "新建", "update": "修改", "delete": "删除"}
 
+    @classmethod
+    def om_sample(cls, session: Session, tenant_id: int, marker: str) -> ChangeLog:
+        """A well-chained entry carrying `marker` (for the access matrix and contract tests)."""
+        append_entries(session.connection(), [{
+            "tenant_id": tenant_id, "model": "Sample", "object_id": marker, "action": "update",
+            "before": {"note": marker}, "after": {"note": marker + "!"}}])
+        return session.execute(sa.select(cls).where(cls.object_id == marker)).scalar_one()
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -183,15 +191,30 @@ def _write(session: Session, flush_context: Any) -> None:
     pending = session.info.pop("om_audit_pending", [])
     if not pending:
         return
-    user_id, actor, request_id = _who()
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    connection = session.connection()
-    table = ChangeLog.__table__
-    last: dict[int | None, str] = {}
+    entries = []
     for action, obj, before, after in pending:
         if action == "create":
             after = _columns(obj)
-        tenant_id = _tenant_of(obj)
+        pk = sa.inspect(obj).identity or (getattr(obj, "id", None),)
+        entries.append({"tenant_id": _tenant_of(obj), "model": type(obj).__name__,
+                        "object_id": ",".join(str(p) for p in pk), "action": action,
+                        "before": before, "after": after})
+    append_entries(session.connection(), entries)
+
+
+def append_entries(connection: sa.Connection, entries: list[dict[str, Any]]) -> None:
+    """Append change-log entries, chaining each to the last of its tenant's chain.
+
+    Each entry: tenant_id, model, object_id, action ("create"/"update"/"delete"), before,
+    after. Who and which request are taken from the context. For writes that bypass the
+    ORM (bulk imports) call this in the same transaction as the write.
+    """
+    user_id, actor, request_id = _who()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    table = ChangeLog.__table__
+    last: dict[int | None, str] = {}
+    for item in entries:
+        tenant_id = item["tenant_id"]
         if tenant_id not in last:
             if connection.dialect.name == "postgresql":
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(7411, :k)"),
@@ -201,12 +224,11 @@ def _write(session: Session, flush_context: Any) -> None:
                 .order_by(table.c.id.desc()).limit(1)
             ).scalar()
             last[tenant_id] = prev or GENESIS
-        pk = sa.inspect(obj).identity or (getattr(obj, "id", None),)
         entry = {
             "tenant_id": tenant_id, "at": now.isoformat(), "user_id": user_id, "actor": actor,
-            "request_id": request_id, "model": type(obj).__name__,
-            "object_id": ",".join(str(p) for p in pk), "action": action,
-            "before": before, "after": after,
+            "request_id": request_id, "model": item["model"],
+            "object_id": str(item["object_id"]), "action": item["action"],
+            "before": jsonable(item.get("before")), "after": jsonable(item.get("after")),
         }
         digest = entry_hash(last[tenant_id], entry)
         connection.execute(table.insert().values(

@@ -244,7 +244,7 @@ def users_create_demo(password: str) -> None:
             sm.add_user_checked(username, label, "", f"{username}@onemeter.local", [role],
                                 password, tenant=tenants.get(code) if code else None,
                                 utility_code=utility)
-    click.echo("演示账号（密码均为 %s）：" % password)
+    click.echo(f"演示账号（密码均为 {password}）：")
     for username, _, label in demo_logins():
         click.echo(f"  {username:20} {label}")
 
@@ -290,8 +290,9 @@ def init() -> None:
 @click.option("--queue", "queues", multiple=True, help="default: imports, reconcile, reports")
 def worker(burst: bool, queues: tuple[str, ...]) -> None:
     """Start an RQ worker on the OneMeter queues."""
-    from onemeter.jobs import QUEUES, queue_name, redis_connection
     from onemeter_worker.runner import OneMeterWorker, reap_abandoned
+
+    from onemeter.jobs import QUEUES, queue_name, redis_connection
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     app.config["_ONEMETER_PID"] = os.getpid()

@@ -142,7 +142,8 @@ def enqueue_job(kind: str, *, tenant_id: int, user_id: int | None, queue: str,
     try:
         rq_queue = Queue(queue_name(queue), connection=redis_connection())
         job = rq_queue.enqueue(
-            "onemeter_worker.runner.run_job", run.id, job_id=f"onemeter-{run.id}",
+            "onemeter_worker.runner.run_job", run.id,
+            job_id=f"onemeter-{current_app.config['ONEMETER_QUEUE_PREFIX']}{run.id}",
             retry=Retry(max=2, interval=[5, 30]), job_timeout=3600, result_ttl=86400,
             failure_ttl=7 * 86400,
         )

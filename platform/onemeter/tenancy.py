@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,7 +95,6 @@ class TenantScope:
     orm_enforced: bool = True
     utility: str | None = None
     label: str = "nothing"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def nothing(cls, orm_enforced: bool = True) -> TenantScope:
@@ -121,8 +120,9 @@ class TenantScope:
         return self.read is None or tenant_id in self.read
 
 
+_NOTHING = TenantScope.nothing()
 _scope: contextvars.ContextVar[TenantScope] = contextvars.ContextVar(
-    "onemeter_tenant_scope", default=TenantScope.nothing()
+    "onemeter_tenant_scope", default=_NOTHING  # noqa: B039 - TenantScope is frozen
 )
 
 
@@ -203,7 +203,7 @@ def _check_references(session: Session, obj: Any, tenant_id: int) -> None:
     for rel in mapper.relationships:
         if rel.direction.name != "MANYTOONE" or not issubclass(rel.mapper.class_, TenantScoped):
             continue
-        for local, remote in rel.local_remote_pairs:
+        for local, _remote in rel.local_remote_pairs:
             if local.key == "tenant_id":
                 continue
             attr = mapper.get_property_by_column(local).key

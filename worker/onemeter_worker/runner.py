@@ -17,10 +17,6 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
-from rq import Worker
-from rq.job import Job
-from sqlalchemy.orm import Session
-
 from onemeter.audit import acting_as
 from onemeter.database import db
 from onemeter.jobs import (
@@ -33,6 +29,9 @@ from onemeter.jobs import (
     redis_connection,
 )
 from onemeter.tenancy import TenantScope, use_scope
+from rq import Worker
+from rq.job import Job
+from sqlalchemy.orm import Session
 
 _app: Flask | None = None
 

