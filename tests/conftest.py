@@ -95,3 +95,10 @@ def tenant_ids(app: Flask) -> dict[str, int]:
     from tests.support.users import tenant_ids as ids
 
     return ids(app)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.support import report
+
+    for line in report.LINES:
+        terminalreporter.write_line(line)

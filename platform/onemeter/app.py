@@ -138,5 +138,9 @@ def create_app(config: dict[str, Any] | None = None, *,
             app.cli.add_command(command)
     app.config["_ONEMETER_PID"] = os.getpid()
 
+    # Hand-written forms (job buttons) post a token whether or not CSRFProtect is on.
+    from flask_wtf.csrf import generate_csrf
+
+    app.jinja_env.globals.setdefault("csrf_token", generate_csrf)
     _scope_request(app)
     return app
