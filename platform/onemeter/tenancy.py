@@ -213,9 +213,11 @@ def _check_references(session: Session, obj: Any, tenant_id: int) -> None:
                 raise TenantViolation(f"{mapper.class_.__name__}.{rel.key} 引用了其他办事处的数据")
             if value is None:
                 continue
+            # Under RLS another tenant's parent is invisible (None): refused the same way.
             owner = _tenant_of(session, rel.mapper.local_table, value)
-            if owner is not None and owner != tenant_id:
-                raise TenantViolation(f"{mapper.class_.__name__}.{rel.key} 引用了其他办事处的数据")
+            if owner != tenant_id:
+                raise TenantViolation(
+                    f"{mapper.class_.__name__}.{rel.key} 引用了其他办事处的数据（或不存在的记录）")
 
 
 def _guard_flush(session: Session, flush_context: Any, instances: Any) -> None:
