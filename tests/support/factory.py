@@ -13,9 +13,8 @@ import enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
 from onemeter.tenancy import TenantScoped
+from sqlalchemy.orm import Session
 
 
 def _value(column: sa.Column, marker: str) -> Any:

@@ -24,3 +24,11 @@ def external_urls(html: str) -> list[str]:
     found = [m.group(0) for m in EXTERNAL_URL.finditer(html)]
     found += [m.group(0) for m in CSS_EXTERNAL.finditer(html)]
     return found
+
+
+def api_headers(app: Flask, username: str, password: str) -> dict[str, str]:
+    """Headers of a REST API client signed in the way API users are: FAB's JWT login."""
+    response = app.test_client().post("/api/v1/security/login", json={
+        "username": username, "password": password, "provider": "db"})
+    assert response.status_code == 200, f"API login of {username}: {response.status_code}"
+    return {"Authorization": f"Bearer {response.get_json()['access_token']}"}
