@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: run test test-postgres test-sqlite lint bench install clean
+.PHONY: run test test-postgres test-sqlite lint bench install clean docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var
+
+## Regenerate the README's hook reference from the hookspec docstrings.
+docs: $(STAMP)
+	$(PY) -c "import re,pathlib; from onemeter.hookdocs import hooks_markdown as h; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'(<!-- hooks:start -->\n).*?(<!-- hooks:end -->)', lambda m: m.group(1)+h()+m.group(2), s, flags=re.S))"

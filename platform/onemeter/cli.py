@@ -175,6 +175,19 @@ def plugins_list() -> None:
                    f"启用：{'、'.join(enabled)}")
 
 
+@main.group("docs")
+def docs_group() -> None:
+    """Generated documentation."""
+
+
+@docs_group.command("hooks", with_appcontext=False)
+def docs_hooks() -> None:
+    """Print the hook reference (Markdown) from the hookspec docstrings."""
+    from onemeter.hookdocs import hooks_markdown
+
+    click.echo(hooks_markdown(), nl=False)
+
+
 # --- audit ---------------------------------------------------------------------------------
 
 @main.group("audit")
