@@ -1,0 +1,53 @@
+"""Screenshots of the running app (make run) in headless Chromium, for the docs.
+
+Usage: python scripts/screenshots.py [base_url]   (needs `pip install -e .[browser]` and
+Debian's chromium at /usr/bin/chromium)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+BASE = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
+OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+PASSWORD = "Pingqiao-2021"
+SHOTS = [
+    ("login", None, "/login/"),
+    ("tenant-admin-home", "pingqiao_admin", "/"),
+    ("tenant-admin-staff", "pingqiao_admin", "/tenantstaff/list/"),
+    ("tenant-staff-jobs", "pingqiao_staff", "/jobs/list/"),
+    ("tenant-admin-changelog", "pingqiao_admin", "/changelog/list/"),
+    ("district-home", "district", "/"),
+    ("admin-tenants", "admin", "/tenants/list/"),
+]
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        for name, user, path in SHOTS:
+            context = browser.new_context(viewport={"width": 1280, "height": 760},
+                                          locale="zh-CN")
+            page = context.new_page()
+            if user:
+                page.goto(f"{BASE}/login/")
+                page.fill("input[name=username]", user)
+                page.fill("input[name=password]", PASSWORD)
+                page.click("input[type=submit], button[type=submit]")
+                page.wait_for_load_state("networkidle")
+            page.goto(f"{BASE}{path}")
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
+            context.close()
+        browser.close()
+    print(f"screenshots in {OUT}")
+
+
+if __name__ == "__main__":
+    main()
