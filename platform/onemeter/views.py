@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 
 from onemeter.audit import ChangeLog
 from onemeter.exports import write_report
+from onemeter.formatting import local_datetime, yes_no
 from onemeter.jobs import STATE_LABELS, JobRun, QueueUnavailable, enqueue_job
 from onemeter.plugins import hookimpl
 from onemeter.security import (
@@ -166,6 +167,8 @@ class TenantView(ModelView):
     label_columns = {"code": "代码", "name": "名称", "active": "启用", "utilities": "公用事业",
                      "plugins": "启用的插件", "synced_at": "同步时间", "contacts": "联系人",
                      "source_file": "配置文件"}
+    formatters_columns = {"active": yes_no, "synced_at": local_datetime,
+                          "utilities": "、".join, "plugins": "、".join}
 
 
 def _progress_bar(progress: int | None) -> Markup:
@@ -197,7 +200,8 @@ class JobRunView(TenantModelView):
                      "progress": "进度", "counts": "计数", "created_at": "创建时间",
                      "started_at": "开始时间", "ended_at": "结束时间", "error": "错误",
                      "queue": "队列", "params": "参数", "message": "消息", "attempts": "尝试次数"}
-    formatters_columns = {"progress": _progress_bar}
+    formatters_columns = {"progress": _progress_bar, "created_at": local_datetime,
+                          "started_at": local_datetime, "ended_at": local_datetime}
 
     @expose("/progress/<int:pk>")
     @has_access
@@ -244,6 +248,7 @@ class ChangeLogView(TenantModelView):
                      "action": "操作", "before": "修改前", "after": "修改后",
                      "request_id": "请求编号", "prev_hash": "上一条哈希", "hash": "哈希"}
     formatters_columns = {"action": lambda a: ChangeLog.ACTION_LABELS.get(a, a),
+                          "at": local_datetime,
                           "before": lambda v: escape(v) if v else "",
                           "after": lambda v: escape(v) if v else ""}
 
