@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 ## Benchmarks: figures and ratios, never part of `make test`.
 bench: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider -q -s tests/bench
+	ONEMETER_TEST_DB=postgresql $(PY) -m pytest -p no:cacheprovider -q -s -o python_files='bench_*.py' tests/bench
 
 clean:
 	rm -rf $(VENV) var

@@ -269,23 +269,14 @@ def _after_begin(session: Session, transaction: Any, connection: sa.Connection) 
     _apply_rls_settings(connection, current_scope())
 
 
-#: SQL run once by the core migration: the two predicates every tenant table's policies use.
-RLS_FUNCTIONS_SQL = """
-CREATE OR REPLACE FUNCTION om_tenant_readable(t integer) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-  SELECT coalesce(current_setting('app.all_tenants', true), '') = 'on'
-      OR t = ANY (string_to_array(nullif(current_setting('app.tenant_ids', true), ''), ',')::int[])
-$$;
-CREATE OR REPLACE FUNCTION om_tenant_writable(t integer) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-  SELECT t = nullif(current_setting('app.write_tenant_id', true), '')::int
-$$;
-"""
-
-RLS_FUNCTIONS_DROP_SQL = """
-DROP FUNCTION IF EXISTS om_tenant_readable(integer);
-DROP FUNCTION IF EXISTS om_tenant_writable(integer);
-"""
+#: The predicates of every tenant table's policies. The settings are read in sub-selects so
+#: PostgreSQL evaluates them once per statement (InitPlans), not once per row, and the
+#: index on tenant_id stays usable.
+RLS_READ = ("((SELECT coalesce(current_setting('app.all_tenants', true), '') = 'on')"
+            " OR tenant_id = ANY (CAST((SELECT string_to_array(nullif("
+            "current_setting('app.tenant_ids', true), ''), ',')) AS int[])))")
+RLS_WRITE = ("(tenant_id = (SELECT nullif(current_setting('app.write_tenant_id', true), '')"
+             "::int))")
 
 
 def enable_tenant_rls(op: Any, table: str, *, append_only: bool = False) -> None:
@@ -300,17 +291,16 @@ def enable_tenant_rls(op: Any, table: str, *, append_only: bool = False) -> None
     statements = [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-        f"CREATE POLICY om_read ON {table} FOR SELECT USING (om_tenant_readable(tenant_id))",
+        f"CREATE POLICY om_read ON {table} FOR SELECT USING {RLS_READ}",
     ]
     if append_only:
         statements.append(f"CREATE POLICY om_insert ON {table} FOR INSERT WITH CHECK (true)")
     else:
         statements += [
-            f"CREATE POLICY om_insert ON {table} FOR INSERT"
-            " WITH CHECK (om_tenant_writable(tenant_id))",
-            f"CREATE POLICY om_update ON {table} FOR UPDATE"
-            " USING (om_tenant_writable(tenant_id)) WITH CHECK (om_tenant_writable(tenant_id))",
-            f"CREATE POLICY om_delete ON {table} FOR DELETE USING (om_tenant_writable(tenant_id))",
+            f"CREATE POLICY om_insert ON {table} FOR INSERT WITH CHECK {RLS_WRITE}",
+            f"CREATE POLICY om_update ON {table} FOR UPDATE USING {RLS_WRITE}"
+            f" WITH CHECK {RLS_WRITE}",
+            f"CREATE POLICY om_delete ON {table} FOR DELETE USING {RLS_WRITE}",
         ]
     for statement in statements:
         op.execute(statement)
