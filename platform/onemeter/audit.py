@@ -53,8 +53,9 @@ class ChangeLog(TenantScoped, Model):
     model: Mapped[str] = mapped_column(sa.String(100), nullable=False)
     object_id: Mapped[str] = mapped_column(sa.String(100), nullable=False)
     action: Mapped[str] = mapped_column(sa.String(10), nullable=False)
-    before: Mapped[dict | None] = mapped_column(sa.JSON)
-    after: Mapped[dict | None] = mapped_column(sa.JSON)
+    # Residents' phone and ID numbers inside are masked for viewers without view_pii.
+    before: Mapped[dict | None] = mapped_column(sa.JSON, info={"pii": "logged_values"})
+    after: Mapped[dict | None] = mapped_column(sa.JSON, info={"pii": "logged_values"})
     prev_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
     hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
 

@@ -28,6 +28,7 @@ from werkzeug.security import generate_password_hash
 from wtforms import PasswordField
 from wtforms.validators import EqualTo, Optional
 
+from onemeter.database import Model
 from onemeter.tenancy import Tenant, TenantScope, current_scope
 
 # --- roles -----------------------------------------------------------------------------
@@ -153,6 +154,25 @@ def pii_columns(model: type) -> dict[str, str]:
 
 def mask_value(kind: str, value: Any) -> Any:
     return PII_MASKS[kind](value)
+
+
+def mask_logged_values(values: Any) -> Any:
+    """A change-log `before`/`after` dict with the value of every PII column masked.
+
+    The log names the model in another column, so any key that is a PII column of any model
+    is masked: over-masking a same-named column is the safe side.
+    """
+    if not isinstance(values, dict):
+        return values
+    kinds = {column: kind for mapper in Model.registry.mappers
+             for column, kind in pii_columns(mapper.class_).items() if kind != LOGGED_VALUES}
+    return {key: mask_value(kinds[key], value) if key in kinds else value
+            for key, value in values.items()}
+
+
+#: The PII kind of the change log's before/after columns: JSON holding other models' columns.
+LOGGED_VALUES = "logged_values"
+PII_MASKS[LOGGED_VALUES] = mask_logged_values
 
 
 # --- user administration -----------------------------------------------------------------
