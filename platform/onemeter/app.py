@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 #: FAB's own security pages: the platform admin's alone.
-_FAB_SECURITY_VIEWS = (r"^(OMUserView|RoleModelView|GroupModelView|PermissionModelView|"
+_FAB_SECURITY_VIEWS = (r"^(OMUserView|RoleModelView|UserGroupModelView|PermissionModelView|"
                        r"ViewMenuModelView|PermissionViewModelView|ResetPasswordView|"
                        r"RegisterUserModelView)$")
 _FAB_SECURITY_MENUS = (r"^(Security|List Users|List Roles|List Groups|Base Permissions|"

@@ -69,6 +69,8 @@ _SELF_SERVICE = [
     (r"^(UserDBModelView|OMUserView)$", r"^resetmypassword$"),
     (r"^(UserDBModelView|OMUserView)$", r"^userinfoedit$"),
 ]
+#: The OpenAPI description and its Swagger UI (/swagger/v1): the platform admin's.
+_API_DOCS = [(r"^SwaggerView$", r"^can_show$"), (r"^OpenApi$", r"^can_get$")]
 
 
 # --- password policy ---------------------------------------------------------------------
@@ -322,7 +324,7 @@ class OMSecurityManager(SecurityManager):
         super().__init__(appbuilder)
         #: Filled by the view registry: view/menu name → plugin name, and the role rules.
         self.om_view_plugin: dict[str, str] = {}
-        self.om_role_rules: dict[str, list[tuple[str, str]]] = {}
+        self.om_role_rules: dict[str, list[tuple[str, str]]] = {PLATFORM_ADMIN: [*_API_DOCS]}
         self.om_category_owners: dict[str, set[str | None]] = {}
         self._builtin_roles = self.om_role_rules
         # FAB checks CSRF tokens on every POST, and refuses deletes by GET, only when Flask-WTF's
