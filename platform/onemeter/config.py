@@ -44,6 +44,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "ONEMETER_REDIS_URL": env.get("ONEMETER_REDIS_URL", ""),
         "ONEMETER_QUEUE_PREFIX": env.get("ONEMETER_QUEUE_PREFIX", ""),
+        # Seconds before each automatic retry of a job's transient error (comma-separated).
+        "ONEMETER_JOB_RETRY_DELAYS": tuple(
+            float(d) for d in env.get("ONEMETER_JOB_RETRY_DELAYS", "5,30").split(",")
+            if d.strip()),
         "ONEMETER_VAR_DIR": str(var_dir),
         "ONEMETER_UPLOAD_DIR": env.get("ONEMETER_UPLOAD_DIR") or str(var_dir / "uploads"),
         "ONEMETER_TENANTS_DIR": env.get("ONEMETER_TENANTS_DIR") or str(PROJECT_ROOT / "tenants"),

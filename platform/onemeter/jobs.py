@@ -13,7 +13,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from flask import Flask, current_app
-from rq import Queue, Retry
+from rq import Queue
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onemeter.database import Model, db
@@ -27,6 +27,9 @@ QUEUED, STARTED, FINISHED, FAILED, CANCELLED = "queued", "started", "finished", 
     "cancelled"
 STATE_LABELS = {QUEUED: "排队中", STARTED: "运行中", FINISHED: "已完成", FAILED: "失败",
                 CANCELLED: "已取消"}
+#: States a user may cancel, and states a user may re-run (a new JobRun, same kind and params).
+CANCELLABLE = (QUEUED, STARTED)
+RERUNNABLE = (FAILED, CANCELLED)
 
 
 class QueueUnavailable(RuntimeError):
@@ -66,6 +69,7 @@ class JobRun(TenantScoped, Model):
 
     @property
     def state_label(self) -> str:
+        """The state as users read it (排队中, 运行中, …)."""
         return STATE_LABELS.get(self.state, self.state)
 
     def __repr__(self) -> str:
@@ -101,6 +105,7 @@ def redis_connection(app: Flask | None = None) -> redis.Redis:
 
 
 def queue_name(name: str, app: Flask | None = None) -> str:
+    """The RQ queue name of one of QUEUES in this deployment (with ONEMETER_QUEUE_PREFIX)."""
     return (app or current_app).config["ONEMETER_QUEUE_PREFIX"] + name
 
 
@@ -119,8 +124,12 @@ def enqueue_job(kind: str, *, tenant_id: int, user_id: int | None, queue: str,
     """Record a JobRun and put it on an RQ queue; returns the JobRun (committed).
 
     With an idempotency key already used by this tenant for this kind, the existing JobRun
-    is returned and nothing is enqueued. Raises QueueUnavailable when Redis is down (the
-    JobRun is then kept as failed, so the attempt shows in the history).
+    is returned and nothing is enqueued, unless that run failed or was cancelled: then the
+    key passes to the new run. Raises QueueUnavailable when Redis is down (the JobRun is then
+    kept as failed, so the attempt shows in the history).
+
+    RQ itself does not retry: transient errors are retried inside the job by the worker
+    (onemeter_worker.runner), so a retry can never outlive a JobRun that says it failed.
     """
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
@@ -131,35 +140,89 @@ def enqueue_job(kind: str, *, tenant_id: int, user_id: int | None, queue: str,
             sa.select(JobRun).where(JobRun.tenant_id == tenant_id, JobRun.kind == kind,
                                     JobRun.idempotency_key == idempotency_key)
         ).scalar_one_or_none()
-        if existing is not None and existing.state != FAILED:
+        if existing is not None and existing.state not in RERUNNABLE:
             return existing
         if existing is not None:
             existing.idempotency_key = None
+            db.session.flush()  # free the key before the new row takes it
     run = JobRun(tenant_id=tenant_id, user_id=user_id, kind=kind, queue=queue,
                  params=params or {}, idempotency_key=idempotency_key, state=QUEUED)
     db.session.add(run)
+    db.session.flush()
+    # The RQ job id is known before enqueueing, so a worker that picks the job up at once
+    # (and a later reap_abandoned) always finds it on the row.
+    run.rq_job_id = f"onemeter-{current_app.config['ONEMETER_QUEUE_PREFIX']}{run.id}"
     db.session.commit()
     try:
         rq_queue = Queue(queue_name(queue), connection=redis_connection())
-        job = rq_queue.enqueue(
-            "onemeter_worker.runner.run_job", run.id,
-            job_id=f"onemeter-{current_app.config['ONEMETER_QUEUE_PREFIX']}{run.id}",
-            retry=Retry(max=2, interval=[5, 30]), job_timeout=3600, result_ttl=86400,
-            failure_ttl=7 * 86400,
-        )
+        rq_queue.enqueue("onemeter_worker.runner.run_job", run.id, job_id=run.rq_job_id,
+                         job_timeout=3600, result_ttl=86400, failure_ttl=7 * 86400)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         run.state, run.error = FAILED, f"任务队列不可用（Redis 无法连接）：{exc}"
         run.ended_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         db.session.commit()
         raise QueueUnavailable("任务队列暂不可用（Redis 无法连接），任务未启动，请稍后重试或联系管理员") \
             from exc
-    run.rq_job_id = job.id
-    db.session.commit()
     return run
+
+
+def cancel_job(run: JobRun) -> bool:
+    """Cancel a queued or running job; False when it had already ended.
+
+    A queued job is never started; a running one stops at its next `check_cancelled` and
+    rolls back (the worker then records the final state). The update is conditional, so a
+    job that ends meanwhile keeps its true outcome. Runs under the caller's tenant scope.
+    """
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    was_queued = run.state == QUEUED
+    values: dict[str, Any] = {"state": CANCELLED}
+    if was_queued:
+        values.update(ended_at=now, message="已取消（任务尚未开始）")
+    else:
+        values.update(message="正在取消…")
+    result = db.session.execute(
+        sa.update(JobRun).where(JobRun.id == run.id, JobRun.state.in_(CANCELLABLE))
+        .values(**values).execution_options(synchronize_session=False))
+    db.session.commit()
+    db.session.expire(run)
+    return bool(result.rowcount)
+
+
+def rerun_job(run: JobRun, *, user_id: int | None) -> tuple[JobRun, bool]:
+    """Start a failed or cancelled job again: a new JobRun with the same kind, queue, params.
+
+    Returns (the run, whether it is new). When an identical job started after this one is
+    still queued or running (a double submit, or a re-run already under way), or another run
+    holds its idempotency key and did not fail or get cancelled, that run is returned instead.
+    A new run takes over the idempotency key. Raises ValueError for a run in any other
+    state, QueueUnavailable when Redis is down.
+    """
+    if run.state not in RERUNNABLE:
+        raise ValueError("只能重新运行失败或已取消的任务")
+    params = dict(run.params or {})
+    active = db.session.execute(
+        sa.select(JobRun).where(JobRun.tenant_id == run.tenant_id, JobRun.kind == run.kind,
+                                JobRun.queue == run.queue, JobRun.id > run.id,
+                                JobRun.state.in_(CANCELLABLE))
+        .order_by(JobRun.id)).scalars()
+    for other in active:
+        if (other.params or {}) == params:
+            return other, False
+    if run.idempotency_key:
+        holder = db.session.execute(
+            sa.select(JobRun).where(JobRun.tenant_id == run.tenant_id, JobRun.kind == run.kind,
+                                    JobRun.idempotency_key == run.idempotency_key)
+        ).scalar_one_or_none()
+        if holder is not None and holder.state not in RERUNNABLE:
+            return holder, False  # the same input was already handled by another run
+    new = enqueue_job(run.kind, tenant_id=run.tenant_id, user_id=user_id, queue=run.queue,
+                      params=params, idempotency_key=run.idempotency_key)
+    return new, True
 
 
 # --- the core's own job kind ---------------------------------------------------------------
 
 @hookimpl
 def onemeter_job_kinds() -> dict[str, str]:
+    """The core's job kinds: the demo job that checks the worker loop."""
     return {"demo.count": "onemeter_worker.jobs.demo:count_to"}
