@@ -14,12 +14,22 @@ from flask_appbuilder import IndexView, ModelRestApi, ModelView, expose, has_acc
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import permission_name
 from flask_appbuilder.urltools import get_filter_args, get_order_args
+from flask_appbuilder.widgets import ListWidget
 from markupsafe import Markup, escape
 
 from onemeter.audit import ChangeLog
 from onemeter.exports import write_report
 from onemeter.formatting import local_datetime, yes_no
-from onemeter.jobs import STATE_LABELS, JobRun, QueueUnavailable, enqueue_job
+from onemeter.jobs import (
+    CANCELLABLE,
+    RERUNNABLE,
+    STATE_LABELS,
+    JobRun,
+    QueueUnavailable,
+    cancel_job,
+    enqueue_job,
+    rerun_job,
+)
 from onemeter.plugins import hookimpl
 from onemeter.security import (
     DISTRICT_VIEWER,
@@ -179,12 +189,26 @@ def _progress_bar(progress: int | None) -> Markup:
     )
 
 
+class JobRunListWidget(ListWidget):
+    """The job list with a 取消 button on queued/running rows and 重新运行 on ended ones."""
+
+    template = "onemeter/jobrun_list_widget.html"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("can_start", current_app.appbuilder.sm.has_access(
+            "can_start", "JobRunView"))
+        kwargs.setdefault("cancellable_labels", [STATE_LABELS[s] for s in CANCELLABLE])
+        kwargs.setdefault("rerunnable_labels", [STATE_LABELS[s] for s in RERUNNABLE])
+        super().__init__(**kwargs)
+
+
 class JobRunView(TenantModelView):
     """Background jobs of the sub-district: progress, counts, outcome; polled while running."""
 
     datamodel = SQLAInterface(JobRun)
     route_base = "/jobs"
     list_template = "onemeter/jobrun_list.html"
+    list_widget = JobRunListWidget
     om_roles = {TENANT_ADMIN: (*READ_PERMISSIONS, "can_start"),
                 TENANT_STAFF: (*READ_PERMISSIONS, "can_start"),
                 PLATFORM_ADMIN: READ_PERMISSIONS}
@@ -212,7 +236,52 @@ class JobRunView(TenantModelView):
         if run is None:
             abort(404)
         return jsonify(id=run.id, state=run.state, state_label=STATE_LABELS.get(run.state),
-                       progress=run.progress, counts=run.counts, error=run.error)
+                       progress=run.progress, counts=run.counts, message=run.message,
+                       error=run.error)
+
+    def _own_run(self, pk: int) -> JobRun:
+        """The job `pk` of the user's own sub-district: 404 for others' (they do not exist)."""
+        run = self.datamodel.get(pk, self._base_filters)
+        if run is None:
+            abort(404)
+        if current_scope().write != run.tenant_id:
+            abort(403)  # visible but not writable (a read-only role with can_start)
+        return run
+
+    def _to_list(self) -> Response:
+        return redirect(url_for(f"{self.__class__.__name__}.list"))
+
+    @expose("/cancel/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("start")
+    def cancel(self, pk: int) -> Response:
+        """Cancel a queued or running job; a running one stops at its next step, rolled back."""
+        run = self._own_run(pk)
+        if cancel_job(run):
+            flash(f"任务 #{pk} 已取消，已做的部分不会写入", "info")
+        else:
+            flash(f"任务 #{pk} 已结束（{run.state_label}），无法取消", "warning")
+        return self._to_list()
+
+    @expose("/rerun/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("start")
+    def rerun(self, pk: int) -> Response:
+        """重新运行: start a failed or cancelled job again (same kind, queue and params)."""
+        run = self._own_run(pk)
+        try:
+            new, created = rerun_job(run, user_id=g.user.id)
+        except ValueError as exc:
+            flash(f"任务 #{pk}（{run.state_label}）：{exc}", "warning")
+        except QueueUnavailable as exc:
+            flash(str(exc), "danger")
+        else:
+            if created:
+                flash(f"已重新运行任务 #{pk}，新任务 #{new.id}", "info")
+            else:
+                flash(f"相同的任务 #{new.id} 已在进行或已完成（{new.state_label}），未重复启动",
+                      "warning")
+        return self._to_list()
 
     @expose("/start-demo", methods=["POST"])
     @has_access
@@ -228,7 +297,7 @@ class JobRunView(TenantModelView):
             flash(f"已启动演示任务 #{run.id}", "info")
         except QueueUnavailable as exc:
             flash(str(exc), "danger")
-        return redirect(url_for(f"{self.__class__.__name__}.list"))
+        return self._to_list()
 
 
 #: Residents' phone and ID numbers inside a logged change, masked without view_pii.
