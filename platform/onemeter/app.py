@@ -25,12 +25,10 @@ from onemeter.security import (
     PII_PERMISSION,
     PII_VIEW,
     PLATFORM_ADMIN,
-    ROLE_LABELS,
     TENANT_ADMIN,
     TENANT_STAFF,
     OMSecurityManager,
     password_policy,
-    scope_for_user,
 )
 from onemeter.tenancy import TenantScope, _scope, install_tenancy_listeners, set_scope
 
@@ -47,7 +45,7 @@ _FAB_SECURITY_MENUS = (r"^(Security|List Users|List Roles|List Groups|Base Permi
 
 def _finish_roles(sm: OMSecurityManager) -> None:
     rules = sm.om_role_rules
-    for role in ROLE_LABELS:
+    for role in sm.role_labels:
         rules.setdefault(role, []).extend(_SELF_SERVICE)
     for role in (TENANT_ADMIN, TENANT_STAFF):
         rules[role].append((f"^{PII_VIEW}$", f"^{PII_PERMISSION}$"))
@@ -64,7 +62,8 @@ def _scope_request(app: Flask) -> None:
         user = current_user if current_user and current_user.is_authenticated else None
         if user is None:
             user = _jwt_user(app)
-        set_scope(scope_for_user(user, app.config["ONEMETER_ORM_ISOLATION"]), db.session)
+        scope = app.appbuilder.sm.scope_for(user, app.config["ONEMETER_ORM_ISOLATION"])
+        set_scope(scope, db.session)
 
     @app.teardown_request
     def clear_request_scope(exc: BaseException | None) -> None:
@@ -130,6 +129,7 @@ def create_app(config: dict[str, Any] | None = None, *,
             base_template="onemeter/base.html",
         )
         appbuilder.init_app(app, db.session)
+        appbuilder.sm.add_plugin_roles([s for specs in pm.hook.onemeter_roles() for s in specs])
         register_plugin_views(pm, appbuilder)
         _finish_roles(appbuilder.sm)
         pm.hook.onemeter_app_ready(app=app)

@@ -103,17 +103,22 @@ def role_names(user: Any) -> set[str]:
     return {r.name for r in (getattr(user, "roles", None) or [])}
 
 
-def scope_for_user(user: Any, orm_enforced: bool = True) -> TenantScope:
-    """The tenant scope a signed-in user gets; anything unclear gets nothing (fail closed)."""
+def scope_for_user(user: Any, orm_enforced: bool = True,
+                   tenant_roles: frozenset[str] = frozenset(TENANT_ROLES),
+                   cross_roles: frozenset[str] = frozenset(CROSS_TENANT_ROLES)) -> TenantScope:
+    """The tenant scope a signed-in user gets; anything unclear gets nothing (fail closed).
+
+    `tenant_roles`/`cross_roles` include the roles plugins add (OMSecurityManager knows them).
+    """
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return TenantScope.nothing(orm_enforced)
     roles = role_names(user)
     if user.tenant_id is not None:
         tenant = user.tenant
-        if roles & set(TENANT_ROLES) and tenant is not None and tenant.active:
+        if roles & tenant_roles and tenant is not None and tenant.active:
             return TenantScope.tenant(user.tenant_id, orm_enforced)
         return TenantScope.nothing(orm_enforced)
-    if roles & set(CROSS_TENANT_ROLES):
+    if roles & cross_roles:
         utility = user.utility_code if UTILITY_STAFF in roles else None
         return TenantScope.all_read_only(orm_enforced, utility=utility)
     return TenantScope.nothing(orm_enforced)
@@ -186,7 +191,7 @@ def _current_write_tenant() -> int:
 
 
 def _tenant_role_names() -> list[str]:
-    return list(TENANT_ROLES)
+    return sorted(current_app.appbuilder.sm.tenant_roles)
 
 
 class _PasswordFields:
@@ -249,7 +254,7 @@ class TenantStaffView(ModelView):
 
     def _check(self, item: OMUser) -> None:
         tenant_id = _current_write_tenant()
-        bad = role_names(item) - set(TENANT_ROLES)
+        bad = role_names(item) - current_app.appbuilder.sm.tenant_roles
         if bad:
             raise ValueError(f"不能授予本办事处以外的角色：{', '.join(sorted(bad))}")
         if item.tenant_id not in (None, tenant_id):
@@ -296,9 +301,10 @@ class OMUserView(UserDBModelView):
 
     def _check(self, item: OMUser) -> None:
         roles = role_names(item)
-        if item.tenant is not None and roles - set(TENANT_ROLES):
+        tenant_roles = current_app.appbuilder.sm.tenant_roles
+        if item.tenant is not None and roles - tenant_roles:
             raise ValueError("属于办事处的用户只能授予办事处角色")
-        if item.tenant is None and roles & set(TENANT_ROLES):
+        if item.tenant is None and roles & tenant_roles:
             raise ValueError("办事处角色须指定所属办事处")
         if UTILITY_STAFF in roles and not item.utility_code:
             raise ValueError("供水/供电公司人员须填写所属公用事业")
@@ -326,6 +332,10 @@ class OMSecurityManager(SecurityManager):
         self.om_view_plugin: dict[str, str] = {}
         self.om_role_rules: dict[str, list[tuple[str, str]]] = {PLATFORM_ADMIN: [*_API_DOCS]}
         self.om_category_owners: dict[str, set[str | None]] = {}
+        #: Role name → label, the core's and those plugins add (onemeter_roles).
+        self.role_labels: dict[str, str] = dict(ROLE_LABELS)
+        self.tenant_roles: frozenset[str] = frozenset(TENANT_ROLES)
+        self.cross_tenant_roles: frozenset[str] = frozenset(CROSS_TENANT_ROLES)
         self._builtin_roles = self.om_role_rules
         # FAB checks CSRF tokens on every POST, and refuses deletes by GET, only when Flask-WTF's
         # CSRFProtect is on the app: without it a cross-site link could delete a ledger row.
@@ -374,9 +384,22 @@ class OMSecurityManager(SecurityManager):
 
     # --- roles ---
 
+    def add_plugin_roles(self, specs: list[Any]) -> None:
+        """Take the roles plugins declare (RoleSpec): tenant roles or cross-tenant ones."""
+        for spec in specs:
+            self.role_labels[spec.name] = spec.label
+            if spec.tenant_role:
+                self.tenant_roles = self.tenant_roles | {spec.name}
+            else:
+                self.cross_tenant_roles = self.cross_tenant_roles | {spec.name}
+
+    def scope_for(self, user: Any, orm_enforced: bool = True) -> TenantScope:
+        """The scope of `user`, knowing the plugins' roles."""
+        return scope_for_user(user, orm_enforced, self.tenant_roles, self.cross_tenant_roles)
+
     def ensure_roles(self) -> None:
         """Create a row for every role known to the platform (idempotent)."""
-        for name in [*ROLE_LABELS, *self.om_role_rules, self.auth_role_public]:
+        for name in [*self.role_labels, *self.om_role_rules, self.auth_role_public]:
             if self.find_role(name) is None and self.add_role(name) is None:
                 raise RuntimeError(f"could not create role {name}")
 

@@ -35,7 +35,6 @@ from onemeter.security import (
     DISTRICT_VIEWER,
     PLATFORM_ADMIN,
     READ_PERMISSIONS,
-    ROLE_LABELS,
     TENANT_ADMIN,
     TENANT_STAFF,
     WRITE_PERMISSIONS,
@@ -158,7 +157,8 @@ class OneMeterIndexView(IndexView):
         tenant = None
         if scope.write is not None:
             tenant = self.appbuilder.session.get(Tenant, scope.write)
-        roles = [ROLE_LABELS.get(r.name, r.name) for r in getattr(g.user, "roles", []) or []]
+        labels = self.appbuilder.sm.role_labels
+        roles = [labels.get(r.name, r.name) for r in getattr(g.user, "roles", []) or []]
         return self.render_template(self.index_template, appbuilder=self.appbuilder,
                                     tenant=tenant, scope=scope, role_labels=roles)
 
