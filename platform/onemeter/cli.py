@@ -344,8 +344,9 @@ def run_all(host: str, port: int) -> None:
     me = [sys.executable, "-m", "onemeter.cli"]
     subprocess.run([*me, "init"], env=env, check=True)
     subprocess.run([*me, "users", "create-demo"], env=env, check=True)
-    children = [subprocess.Popen([*me, "web", "--host", host, "--port", str(port)], env=env),
-                subprocess.Popen([*me, "worker"], env=env)]
+    web = subprocess.Popen([*me, "web", "--host", host, "--port", str(port)], env=env)
+    worker = subprocess.Popen([*me, "worker"], env=env)
+    children = [web, worker]
     click.echo(f"\n一户一表改造管理平台已启动：http://{host}:{port}/  （Ctrl-C 停止）\n")
     stopping = False
 
@@ -353,19 +354,21 @@ def run_all(host: str, port: int) -> None:
         nonlocal stopping
         stopping = True
 
+    # Set explicitly: a shell may start us with SIGINT ignored (background jobs).
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         while not stopping and all(c.poll() is None for c in children):
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+        # The worker finishes its current job on SIGINT (warm shutdown); the web just stops.
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+        if web.poll() is None:
+            web.terminate()
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
         if server is not None:
