@@ -99,6 +99,8 @@ def create_app(config: dict[str, Any] | None = None, *,
     app.config["FAB_CREATE_DB"] = False
     app.config["FAB_UPDATE_PERMS"] = False  # roles are rules in code (see _finish_roles)
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    # Several installs (or test runs) on one Redis keep their own login counters.
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "onemeter" + app.config["ONEMETER_QUEUE_PREFIX"])
     if app.config["ONEMETER_REDIS_URL"].startswith(("redis://", "rediss://")):
         app.config["RATELIMIT_STORAGE_URI"] = app.config["ONEMETER_REDIS_URL"]
         app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)

@@ -72,6 +72,12 @@ class JobRun(TenantScoped, Model):
         """The state as users read it (排队中, 运行中, …)."""
         return STATE_LABELS.get(self.state, self.state)
 
+    @property
+    def error_summary(self) -> str:
+        """The first line of the error, short enough for a list (the detail page shows all)."""
+        first = (self.error or "").strip().splitlines()[:1]
+        return (first[0][:80] + ("…" if len(first[0]) > 80 else "")) if first else ""
+
     def __repr__(self) -> str:
         return f"{self.kind}#{self.id}"
 

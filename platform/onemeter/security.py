@@ -27,7 +27,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import generate_password_hash
 from wtforms import PasswordField
-from wtforms.validators import EqualTo, Optional
+from wtforms.validators import EqualTo, Optional, ValidationError
 
 from onemeter.database import Model
 from onemeter.tenancy import Tenant, TenantScope, current_scope
@@ -68,6 +68,7 @@ _SELF_SERVICE = [
     (r"^(UserDBModelView|OMUserView)$", r"^can_userinfo$"),
     (r"^(UserDBModelView|OMUserView)$", r"^resetmypassword$"),
     (r"^(UserDBModelView|OMUserView)$", r"^userinfoedit$"),
+    (r"^MenuApi$", r"^can_get$"),
 ]
 #: The OpenAPI description and its Swagger UI (/swagger/v1): the platform admin's.
 _API_DOCS = [(r"^SwaggerView$", r"^can_show$"), (r"^OpenApi$", r"^can_get$")]
@@ -219,6 +220,35 @@ class _PasswordFields:
         }
 
 
+def _tenant_roles_field() -> Any:
+    """Roles a sub-district admin may grant, shown by their Chinese names.
+
+    Any other role id posted is "not a valid choice": the form says so and nothing is saved.
+    """
+    from flask_appbuilder.fields import QuerySelectMultipleField
+    from flask_appbuilder.fieldwidgets import Select2ManyWidget
+    from flask_appbuilder.security.sqla.models import Role
+
+    def query() -> Any:
+        sm = current_app.appbuilder.sm
+        return sm.session.query(Role).filter(Role.name.in_(sorted(sm.tenant_roles)))
+
+    def label(role: Any) -> str:
+        return current_app.appbuilder.sm.role_labels.get(role.name, role.name)
+
+    class TenantRolesField(QuerySelectMultipleField):
+        def pre_validate(self, form: Any) -> None:
+            # FAB checks for unknown ids before it has read the posted ones: read them first.
+            _ = self.data
+            if self._invalid_formdata:
+                raise ValidationError("只能授予本办事处的角色")
+            super().pre_validate(form)
+
+    return TenantRolesField("角色", query_func=query, get_label=label,
+                                    get_pk_func=lambda role: role.id,
+                                    widget=Select2ManyWidget())
+
+
 class TenantStaffView(ModelView):
     """A sub-district admin's page for their own staff: create, deactivate, reset, assign roles.
 
@@ -238,6 +268,13 @@ class TenantStaffView(ModelView):
     list_columns = ["username", "first_name", "last_name", "email", "roles", "active",
                     "last_login"]
     show_columns = list_columns
+    formatters_columns = {
+        "roles": lambda roles: "、".join(
+            current_app.appbuilder.sm.role_labels.get(r.name, r.name) for r in roles or []),
+        "active": lambda active: "是" if active else "否",
+        # FAB records sign-ins in the server's local time.
+        "last_login": lambda at: at.strftime("%Y-%m-%d %H:%M") if at else "从未登录",
+    }
     add_columns = ["username", "first_name", "last_name", "email", "roles", "active",
                    "password", "conf_password"]
     edit_columns = ["first_name", "last_name", "email", "roles", "active", "password",
@@ -248,8 +285,10 @@ class TenantStaffView(ModelView):
                      "last_login": "最近登录", "password": "密码", "conf_password": "确认密码"}
     add_form_query_rel_fields = {"roles": [["name", FilterInFunction, _tenant_role_names]]}
     edit_form_query_rel_fields = add_form_query_rel_fields
-    add_form_extra_fields = _PasswordFields.build(required=True)
-    edit_form_extra_fields = _PasswordFields.build(required=False)
+    add_form_extra_fields = {**_PasswordFields.build(required=True),
+                             "roles": _tenant_roles_field()}
+    edit_form_extra_fields = {**_PasswordFields.build(required=False),
+                              "roles": _tenant_roles_field()}
     add_widget = FormWidget
 
     def _check(self, item: OMUser) -> None:

@@ -23,22 +23,40 @@ class TenantFileError(ValueError):
     """An invalid tenant file: the message names the file, the field and what is wrong."""
 
 
+#: marshmallow's messages in Chinese, so a clerk reading the error sees one language.
+_ZH = {"required": "缺少必填字段", "null": "不能为空", "invalid": "类型不正确（须为文本）",
+       "validator_failed": "值无效"}
+_ZH_BOOL = {**_ZH, "invalid": "须为 true 或 false"}
+_ZH_LIST = {**_ZH, "invalid": "须为列表，例如 [\"water\"]"}
+_LENGTH = "长度须在 {min} 到 {max} 个字符之间"
+
+
 class _ContactSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    role = fields.String(required=True, validate=validate.Length(min=1, max=50))
-    name = fields.String(required=True, validate=validate.Length(min=1, max=50))
-    phone = fields.String(load_default="", validate=validate.Regexp(r"^[0-9\-]{0,20}$"))
+    role = fields.String(required=True, error_messages=_ZH,
+                         validate=validate.Length(min=1, max=50, error=_LENGTH))
+    name = fields.String(required=True, error_messages=_ZH,
+                         validate=validate.Length(min=1, max=50, error=_LENGTH))
+    phone = fields.String(load_default="", error_messages=_ZH,
+                          validate=validate.Regexp(r"^[0-9\-]{0,20}$",
+                                                   error="只能包含数字和连字符，最多 20 位"))
 
 
 class _TenantSchema(Schema):
-    code = fields.String(required=True, validate=_CODE)
-    name = fields.String(required=True, validate=validate.Length(min=2, max=100))
-    active = fields.Boolean(load_default=True)
-    utilities = fields.List(fields.String(validate=_CODE), load_default=list)
-    plugins = fields.List(fields.String(validate=_CODE), load_default=list)
-    contacts = fields.List(fields.Nested(_ContactSchema), load_default=list)
+    error_messages = {"unknown": "未知字段（拼写错误？）", "type": "格式不正确"}
+
+    code = fields.String(required=True, validate=_CODE, error_messages=_ZH)
+    name = fields.String(required=True, error_messages=_ZH,
+                         validate=validate.Length(min=2, max=100, error=_LENGTH))
+    active = fields.Boolean(load_default=True, error_messages=_ZH_BOOL)
+    utilities = fields.List(fields.String(validate=_CODE, error_messages=_ZH),
+                            load_default=list, error_messages=_ZH_LIST)
+    plugins = fields.List(fields.String(validate=_CODE, error_messages=_ZH),
+                          load_default=list, error_messages=_ZH_LIST)
+    contacts = fields.List(fields.Nested(_ContactSchema), load_default=list,
+                           error_messages=_ZH_LIST)
 
 
 @dataclass

@@ -75,7 +75,11 @@ class TenantModelView(ModelView):
         self.formatters_columns = dict(self.formatters_columns)
         self.om_pii = pii_columns(self.datamodel.obj)
         for column, kind in self.om_pii.items():
-            self.formatters_columns.setdefault(column, _masking_formatter(kind))
+            # Mask first, then any formatter the view declares: a custom formatter on a PII
+            # column must never switch masking off.
+            mask, custom = _masking_formatter(kind), self.formatters_columns.get(column)
+            self.formatters_columns[column] = (
+                mask if custom is None else (lambda v, m=mask, f=custom: f(m(v))))
 
     def export_rows(self) -> tuple[list[str], list[list[Any]]]:
         """The current list (same filters and order as on screen) as headers and rows."""
@@ -216,15 +220,18 @@ class JobRunView(TenantModelView):
     list_title = show_title = "后台任务"
     base_order = ("created_at", "desc")
     list_columns = ["id", "kind", "state_label", "progress", "counts", "created_at", "ended_at",
-                    "error"]
+                    "error_summary"]
     show_columns = ["id", "kind", "queue", "state_label", "progress", "counts", "params",
                     "message", "error", "attempts", "created_at", "started_at", "ended_at"]
     search_columns = ["kind", "state", "created_at"]
     label_columns = {"id": "编号", "kind": "类型", "state": "状态", "state_label": "状态",
                      "progress": "进度", "counts": "计数", "created_at": "创建时间",
                      "started_at": "开始时间", "ended_at": "结束时间", "error": "错误",
-                     "queue": "队列", "params": "参数", "message": "消息", "attempts": "尝试次数"}
+                     "queue": "队列", "params": "参数", "message": "消息", "attempts": "尝试次数",
+                     "error_summary": "错误"}
     formatters_columns = {"progress": _progress_bar, "created_at": local_datetime,
+                          "counts": lambda c: "，".join(f"{k}：{v:,}" if isinstance(v, int)
+                                                       else f"{k}：{v}" for k, v in (c or {}).items()),
                           "started_at": local_datetime, "ended_at": local_datetime}
 
     @expose("/progress/<int:pk>")

@@ -86,7 +86,7 @@ class Stack:
             "ONEMETER_TENANTS_DIR": str(self.tenants_dir),
             "ONEMETER_UPLOAD_DIR": str(self.work / "uploads"),
             "ONEMETER_PLUGINS": "example",
-            "SECRET_KEY": "test-secret-" + self.queue_prefix,
+            "SECRET_KEY": "test-secret-key-of-at-least-32-bytes-" + self.queue_prefix,
             "WTF_CSRF_ENABLED": False,
             "AUTH_RATE_LIMIT": "10000 per minute",
             "TESTING": True,
