@@ -478,9 +478,8 @@ def test_users_of_a_deactivated_sub_district_see_nothing(
 
 def test_a_custom_formatter_on_a_pii_column_cannot_switch_masking_off(app: Flask) -> None:
     from flask_appbuilder.models.sqla.interface import SQLAInterface
-    from onemeter_example.models import Checklist
-
     from onemeter.views import TenantModelView
+    from onemeter_example.models import Checklist
 
     class DecoratedPhone(TenantModelView):
         datamodel = SQLAInterface(Checklist)
