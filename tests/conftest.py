@@ -63,7 +63,6 @@ def make_app(stack: Stack) -> Callable[..., Flask]:
 def app(make_app: Callable[..., Flask]) -> Flask:
     """The app, migrated, with the four tenants and one user per role."""
     from onemeter.cli import sync_tenant_files, upgrade_database
-
     from tests.support.users import create_test_users
 
     application = make_app()

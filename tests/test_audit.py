@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
+
 from onemeter.audit import ChangeLog
 from onemeter.cli import main
 from onemeter.database import db
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
-
 from tests.support.stack import Stack
 
 LOG = ChangeLog.__table__

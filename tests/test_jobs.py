@@ -22,6 +22,9 @@ import psutil
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from rq import Queue
+from sqlalchemy.orm import Session
+
 from onemeter.database import db
 from onemeter.jobs import (
     CANCELLED,
@@ -38,9 +41,6 @@ from onemeter.jobs import (
 )
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
-from rq import Queue
-from sqlalchemy.orm import Session
-
 from tests.support.stack import ROOT, Stack
 
 #: A demo job long enough to be caught mid-way (400 steps of 50 ms).
@@ -517,8 +517,9 @@ def test_a_dead_workers_pid_taken_by_a_younger_process_does_not_keep_its_jobs_al
         app: Flask) -> None:
     import datetime as dt
 
-    from onemeter_worker.runner import _worker_process_alive
     from rq import Worker
+
+    from onemeter_worker.runner import _worker_process_alive
 
     with app.app_context():
         record = Worker([], name=f"probe-{time.monotonic_ns()}",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+
 from onemeter.cli import main
 from onemeter.migration_check import schema_differences
-
 from tests.support.stack import PG_ADMIN_URL, TEST_DB
 
 EXAMPLE_TABLES = {"ex_checklist", "ex_checklist_item"}

@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import sqlalchemy as sa
+
 from onemeter.database import db
 from onemeter.jobs import FINISHED, JobRun, enqueue_job
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
-
 from tests.support.factory import make_row
 from tests.support.stack import PASSWORD
 from tests.support.web import signed_in

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+
 from onemeter import HOOK_API_VERSION, hookspecs
 from onemeter.app import create_app
 from onemeter.cli import main
@@ -29,7 +30,6 @@ from onemeter.plugins import (
     plugin_infos,
     plugin_names,
 )
-
 from tests.support.stack import PASSWORD, Stack
 from tests.support.web import api_headers
 

@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from python_calamine import CalamineWorkbook
+
 from onemeter.cli import sync_tenant_files
 from onemeter.config import load_config
 from onemeter.database import db
 from onemeter.security import CROSS_TENANT_ROLES, OMUser
 from onemeter.tenancy import Tenant, TenantScope, use_scope
-from python_calamine import CalamineWorkbook
-
 from tests.support.stack import PASSWORD, Stack
 from tests.support.web import api_headers, signed_in
 
@@ -478,6 +478,7 @@ def test_users_of_a_deactivated_sub_district_see_nothing(
 
 def test_a_custom_formatter_on_a_pii_column_cannot_switch_masking_off(app: Flask) -> None:
     from flask_appbuilder.models.sqla.interface import SQLAInterface
+
     from onemeter.views import TenantModelView
     from onemeter_example.models import Checklist
 

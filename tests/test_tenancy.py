@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+
 from onemeter.database import db
 from onemeter.tenancy import TenantScope, TenantViolation, use_scope
 from onemeter_example.models import Checklist, ChecklistItem
-
 from tests.support.factory import make_row, tenant_owned
 
 

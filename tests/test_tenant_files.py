@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+
 from onemeter.cli import main, sync_tenant_files
 from onemeter.database import db
 from onemeter.tenancy import Tenant, TenantScope, use_scope

@@ -303,9 +303,8 @@ def init() -> None:
 @click.option("--queue", "queues", multiple=True, help="default: imports, reconcile, reports")
 def worker(burst: bool, queues: tuple[str, ...]) -> None:
     """Start an RQ worker on the OneMeter queues."""
-    from onemeter_worker.runner import OneMeterWorker, reap_abandoned
-
     from onemeter.jobs import QUEUES, queue_name, redis_connection
+    from onemeter_worker.runner import OneMeterWorker, reap_abandoned
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     app.config["_ONEMETER_PID"] = os.getpid()

@@ -9,10 +9,10 @@ import statistics
 import time
 
 import sqlalchemy as sa
+
 from onemeter.database import db
 from onemeter.tenancy import TenantScope, use_scope
 from onemeter_example.models import Checklist
-
 from tests.support.stack import TEST_DB
 
 ROWS_PER_TENANT = 25_000

@@ -13,8 +13,9 @@ import enum
 from typing import Any
 
 import sqlalchemy as sa
-from onemeter.tenancy import TenantScoped
 from sqlalchemy.orm import Session
+
+from onemeter.tenancy import TenantScoped
 
 
 def _value(column: sa.Column, marker: str) -> Any:

@@ -19,12 +19,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_appbuilder import ModelRestApi, ModelView
 from flask_appbuilder.fields import QuerySelectField, QuerySelectMultipleField
+from python_calamine import CalamineWorkbook
+
 from onemeter.audit import jsonable
 from onemeter.database import db
 from onemeter.security import OMUser
 from onemeter.tenancy import Tenant, TenantScope, use_scope
-from python_calamine import CalamineWorkbook
-
 from tests.support.factory import make_row, tenant_owned, text_columns
 from tests.support.stack import PASSWORD
 from tests.support.web import signed_in

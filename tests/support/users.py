@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+
 from onemeter.database import db
 from onemeter.security import (
     DISTRICT_VIEWER,
@@ -14,7 +15,6 @@ from onemeter.security import (
     OMUser,
 )
 from onemeter.tenancy import Tenant, TenantScope, use_scope
-
 from tests.support.stack import PASSWORD
 
 CROSS_TENANT_USERS = {

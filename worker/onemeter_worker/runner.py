@@ -27,6 +27,10 @@ import psutil
 import redis
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
+from rq import Worker
+from rq.job import Job
+from sqlalchemy.orm import Session
+
 from onemeter.audit import acting_as
 from onemeter.database import db
 from onemeter.jobs import (
@@ -41,9 +45,6 @@ from onemeter.jobs import (
     redis_connection,
 )
 from onemeter.tenancy import TenantScope, use_scope
-from rq import Worker
-from rq.job import Job
-from sqlalchemy.orm import Session
 
 _app: Flask | None = None
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from onemeter.database import db
 
+from onemeter.database import db
 from onemeter_example.models import Checklist
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
 from onemeter.database import Model
 from onemeter.tenancy import TenantScoped, tenant_reference
-from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 
 class Checklist(TenantScoped, Model):

@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 from flask_appbuilder.models.sqla.interface import SQLAInterface
+
 from onemeter.database import db
 from onemeter.plugins import PluginInfo, RoleSpec, ViewRegistrar, hookimpl
 from onemeter.security import READ_PERMISSIONS
 from onemeter.tenancy import Tenant, TenantScope, use_scope
 from onemeter.views import TenantModelRestApi, TenantModelView
-
 from onemeter_example.models import Checklist, ChecklistItem
 
 #: A tenant role the plugin adds: may read checklists, nothing else.

@@ -6,6 +6,7 @@ Create Date: 2026-11-25
 """
 import sqlalchemy as sa
 from alembic import op
+
 from onemeter.tenancy import disable_tenant_rls, enable_tenant_rls
 
 revision = "ex0001"
