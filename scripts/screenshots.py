@@ -18,7 +18,7 @@ SHOTS = [
     ("login", None, "/login/"),
     ("tenant-admin-home", "pingqiao_admin", "/"),
     ("tenant-admin-staff", "pingqiao_admin", "/tenantstaff/list/"),
-    ("tenant-staff-jobs", "pingqiao_staff", "/jobs/list/"),
+    ("tenant-staff-jobs", "pingqiao_staff", "/jobs/list/?start-demo"),
     ("tenant-admin-changelog", "pingqiao_admin", "/changelog/list/"),
     ("district-home", "district", "/"),
     ("admin-tenants", "admin", "/tenants/list/"),
@@ -41,8 +41,13 @@ def main() -> None:
                 page.fill("input[name=password]", PASSWORD)
                 page.click("input[type=submit], button[type=submit]")
                 page.wait_for_load_state("networkidle")
-            page.goto(f"{BASE}{path}")
+            page.goto(f"{BASE}{path.split('?')[0]}")
             page.wait_for_load_state("networkidle")
+            if path.endswith("?start-demo"):  # start the demo job and let the worker finish it
+                page.click("text=运行演示任务")
+                page.wait_for_timeout(6000)
+                page.goto(f"{BASE}{path.split('?')[0]}")
+                page.wait_for_load_state("networkidle")
             page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
             context.close()
         browser.close()

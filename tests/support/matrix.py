@@ -242,6 +242,22 @@ class Matrix:
             else:
                 self._api(api_client, username, target, own, other)
 
+    def _deletes(self, t: Target, username: str, verb: str, delete: Any, their_pk: Any,
+                 own: int, allowed: bool, before: dict[str, Any] | None) -> None:
+        """Deleting the other tenant's row fails; deleting an own row works where allowed;
+        and after every verb the other tenant's row is exactly as it was."""
+        delete(their_pk)
+        self._case(t, verb, username, snapshot(self.app, t.model, their_pk) is None,
+                   "other tenant's row deleted")
+        if allowed:
+            doomed = self._fresh_row(t.model, own)
+            delete(doomed)
+            self._control(t, verb, snapshot(self.app, t.model, doomed) is None,
+                          "own row not deleted")
+        self._case(t, f"{verb}:unchanged", username,
+                   snapshot(self.app, t.model, their_pk) != before,
+                   "other tenant's row differs after all verbs")
+
     # --- pages ---
 
     def _view(self, client: FlaskClient, username: str, t: Target, own: int, other: int) -> None:
@@ -336,16 +352,8 @@ class Matrix:
                 elif expect_created:
                     self._control(t, "add", created == 1, "own add with own parent failed")
 
-        client.post(f"{base}/delete/{their_pk}")
-        self._case(t, "delete", username, snapshot(self.app, model, their_pk) is None,
-                   "other tenant's row deleted")
-        if can["can_delete"]:
-            doomed = self._fresh_row(model, own)
-            client.post(f"{base}/delete/{doomed}")
-            self._control(t, "delete", snapshot(self.app, model, doomed) is None,
-                          "own row not deleted")
-        self._case(t, "unchanged", username, snapshot(self.app, model, their_pk) != before,
-                   "other tenant's row differs after all verbs")
+        self._deletes(t, username, "delete", lambda pk: client.post(f"{base}/delete/{pk}"),
+                      their_pk, own, can["can_delete"], before)
 
     # --- REST API ---
 
@@ -401,13 +409,5 @@ class Matrix:
                                   f"own POST failed: {response.status_code} "
                                   f"{response.get_data(as_text=True)[:300]}")
 
-        client.delete(f"{base}/{their_pk}")
-        self._case(t, "api-delete", username, snapshot(self.app, model, their_pk) is None,
-                   "other tenant's row deleted via API")
-        if can["can_delete"]:
-            doomed = self._fresh_row(model, own)
-            client.delete(f"{base}/{doomed}")
-            self._control(t, "api-delete", snapshot(self.app, model, doomed) is None,
-                          "own row not deleted via API")
-        self._case(t, "api-unchanged", username, snapshot(self.app, model, their_pk) != before,
-                   "other tenant's row differs after all API verbs")
+        self._deletes(t, username, "api-delete", lambda pk: client.delete(f"{base}/{pk}"),
+                      their_pk, own, can["can_delete"], before)
