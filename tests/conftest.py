@@ -18,6 +18,13 @@ from flask.testing import FlaskClient
 from tests.support.stack import PASSWORD, TEST_DB, Stack, check_services, create_stack, drop_stack
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Test modules import the example plugin: it must be installed before collection.
+    from tests.support.stack import example_plugin_site
+
+    example_plugin_site()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     problem = check_services()
     if problem:

@@ -7,9 +7,11 @@ point), so importlib discovers it exactly as it would a pip-installed plugin.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
+import tempfile
 import tomllib
 import uuid
 from dataclasses import dataclass, field
@@ -60,6 +62,19 @@ def install_example_plugin(target: Path) -> None:
     for path in (str(target), str(EXAMPLE_SRC)):
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+_SITE: list[Path] = []
+
+
+def example_plugin_site() -> Path:
+    """Install the example plugin once per process (before test modules import it)."""
+    if not _SITE:
+        site = Path(tempfile.mkdtemp(prefix="onemeter-site-"))
+        install_example_plugin(site)
+        atexit.register(shutil.rmtree, site, True)
+        _SITE.append(site)
+    return _SITE[0]
 
 
 @dataclass
@@ -124,8 +139,7 @@ def write_test_tenants(target: Path) -> None:
 
 def create_stack(work: Path) -> Stack:
     suffix = uuid.uuid4().hex[:10]
-    plugin_dir = work / "site"
-    install_example_plugin(plugin_dir)
+    plugin_dir = example_plugin_site()
     tenants_dir = work / "tenants"
     write_test_tenants(tenants_dir)
     os.environ["ONEMETER_VAR_DIR"] = str(work / "var")
