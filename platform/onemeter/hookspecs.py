@@ -96,6 +96,19 @@ def onemeter_app_ready(app: Flask) -> None:
     """
 
 
+@hookspec
+def onemeter_project_referred_to_litigation(project_id: int, tenant_id: int,
+                                            developer_id: int | None) -> None:
+    """A retrofit project was referred to litigation (五(四)): called once per referral.
+
+    Called by `onemeter.retrofit.service.apply_transition` right after the 依法提起诉讼
+    step is recorded (the developer and its legal representative refused the retrofit), in
+    the same transaction and tenant scope, so a plugin may add rows of its own (a lawsuit
+    case). `developer_id` is the community's developer, None if none is recorded. Raising
+    an exception rolls the referral back. Returns nothing.
+    """
+
+
 def all_hook_names() -> list[str]:
     """Names of every hook, for docs and the contract tests."""
     return sorted(n for n, v in globals().items()
