@@ -24,7 +24,7 @@ ENTRY_POINT_GROUP = "onemeter.plugins"
 hookimpl = pluggy.HookimplMarker("onemeter")
 
 #: The core's own hook implementations, registered before any entry point (always enabled).
-DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs")
+DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs", "onemeter.registry.views")
 CORE = "core"
 
 
