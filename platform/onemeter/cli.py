@@ -291,11 +291,15 @@ def users_create(username: str, role: str, tenant_code: str | None, utility: str
 
 @main.command("init")
 def init() -> None:
-    """Migrate, create roles and sync tenants: everything `make run` needs before starting."""
+    """Migrate, create roles, sync tenants, load the plan: all `make run` needs to start."""
+    from onemeter.registry.commands import load_shipped_plan
+
     upgrade_database()
     report = sync_tenant_files()
     click.echo(f"办事处：新建 {len(report.created)}，更新 {len(report.updated)}，"
                f"未变 {len(report.unchanged)}")
+    added, updated = load_shipped_plan()
+    click.echo(f"改造计划：新增 {added} 条，更新 {updated} 条")
 
 
 @main.command("worker")

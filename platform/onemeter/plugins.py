@@ -24,7 +24,8 @@ ENTRY_POINT_GROUP = "onemeter.plugins"
 hookimpl = pluggy.HookimplMarker("onemeter")
 
 #: The core's own hook implementations, registered before any entry point (always enabled).
-DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs", "onemeter.registry.views")
+DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs", "onemeter.registry.views",
+                   "onemeter.registry.commands")
 CORE = "core"
 
 

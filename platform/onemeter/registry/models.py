@@ -7,6 +7,7 @@ group in SQL; a person may override either with a reason, and both values stay v
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -129,6 +130,15 @@ class Community(TenantScoped, Model):
     def __repr__(self) -> str:
         return self.name
 
+    @classmethod
+    def om_sample(cls, session: Any, tenant_id: int, marker: str) -> Community:
+        """A sample row for the generic tests (names are unique per sub-district)."""
+        sample = cls(tenant_id=tenant_id, name=f"{marker}name{uuid.uuid4().hex[:8]}",
+                     address=f"{marker}address", delivery_date=dt.date(2014, 5, 1))
+        session.add(sample)
+        session.flush()
+        return sample
+
     def rederive(self) -> None:
         """Recompute the derived category and phase from the community's facts."""
         self.derived_category = derive_category(
@@ -166,6 +176,11 @@ class Community(TenantScoped, Model):
     @property
     def overridden(self) -> bool:
         return bool(self.category_override or self.phase_override)
+
+    @property
+    def override_label(self) -> str:
+        """"人工调整" when a person overrode the category or phase (a badge in the list)."""
+        return "人工调整" if self.overridden else ""
 
     @property
     def category_label(self) -> str:
