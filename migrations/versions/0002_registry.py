@@ -61,7 +61,6 @@ def upgrade():
 
     op.create_table('om_plan_target',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('tenant_id', sa.Integer(), nullable=True),
     sa.Column('source', sa.String(length=100), nullable=False),
     sa.Column('utility', sa.Enum('water', 'electricity', name='ck_om_plan_target_utility', native_enum=False, create_constraint=True, length=16), nullable=False),
     sa.Column('phase_year', sa.Integer(), nullable=True),
@@ -69,11 +68,8 @@ def upgrade():
     sa.Column('communities', sa.Integer(), nullable=False),
     sa.Column('households', sa.Integer(), nullable=False),
     sa.Column('note', sa.String(length=200), nullable=True),
-    sa.ForeignKeyConstraint(['tenant_id'], ['om_tenant.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
-    with op.batch_alter_table('om_plan_target', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_om_plan_target_tenant_id'), ['tenant_id'], unique=False)
 
     op.create_table('om_household',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -115,9 +111,6 @@ def downgrade():
         batch_op.drop_index('ix_om_household_tenant_community_building')
 
     op.drop_table('om_household')
-    with op.batch_alter_table('om_plan_target', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_om_plan_target_tenant_id'))
-
     op.drop_table('om_plan_target')
     with op.batch_alter_table('om_community', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_om_community_tenant_id'))

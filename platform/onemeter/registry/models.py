@@ -271,14 +271,14 @@ class PlanTarget(Model):
     """The plan's numbers: communities and households per utility × phase × category.
 
     `category` None is a total the plan states itself (for `phase_year`, or for the whole
-    programme when that is None too); `tenant_id` None is district-wide. Not TenantScoped:
-    district-wide rows belong to no sub-district (pages filter per-tenant rows themselves).
+    programme when that is None too). District-wide, so no tenant: every table with a
+    `tenant_id` must be TenantScoped with forced RLS, and these rows belong to no
+    sub-district. A per-sub-district breakdown, when one is issued, gets a TenantScoped table.
     """
 
     __tablename__ = "om_plan_target"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    tenant_id: Mapped[int | None] = mapped_column(sa.ForeignKey("om_tenant.id"), index=True)
     source: Mapped[str] = mapped_column(sa.String(100), nullable=False)
     utility: Mapped[str] = mapped_column(
         sa.Enum(*UTILITIES, name="ck_om_plan_target_utility", native_enum=False,
@@ -288,8 +288,6 @@ class PlanTarget(Model):
     communities: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     households: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     note: Mapped[str | None] = mapped_column(sa.String(200))
-
-    tenant: Mapped[Tenant | None] = relationship(Tenant)
 
     @property
     def utility_label(self) -> str:

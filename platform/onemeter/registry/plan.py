@@ -71,7 +71,7 @@ def plan_totals_check(rows: Iterable[Any]) -> list[TotalDifference]:
     """Every stated total that differs from the sum of the plan's rows.
 
     `rows` are PlanRow or PlanTarget (anything with utility, phase_year, category,
-    communities, households), district-wide. A phase's stated total is compared with the
+    communities, households). A phase's stated total is compared with the
     sum of its category rows; the programme's stated total (no phase) with the sum of every
     category row, and also with the sum of the stated phase totals where a phase states one
     (the plan's own chain: 一 is meant to be the sum of 二's phases).
@@ -105,15 +105,14 @@ def plan_totals_check(rows: Iterable[Any]) -> list[TotalDifference]:
 
 
 def load_plan(session: Session, path: Path = PLAN_FILE) -> tuple[int, int]:
-    """Write the plan's rows as district-wide PlanTargets; idempotent. Returns (added, updated).
+    """Write the plan's rows as PlanTargets; idempotent. Returns (added, updated).
 
     A row is identified by source × utility × phase × category; its numbers are updated
     from the file. Rows of the same source no longer in the file are removed.
     """
     source, rows = read_plan(path)
     existing = {(t.utility, t.phase_year, t.category): t for t in session.scalars(
-        sa.select(PlanTarget).where(PlanTarget.source == source,
-                                    PlanTarget.tenant_id.is_(None)))}
+        sa.select(PlanTarget).where(PlanTarget.source == source))}
     added = updated = 0
     for row in rows:
         target = existing.pop((row.utility, row.phase_year, row.category), None)
@@ -136,7 +135,7 @@ def load_plan(session: Session, path: Path = PLAN_FILE) -> tuple[int, int]:
 
 def district_targets(session: Session) -> list[PlanTarget]:
     """The district-wide targets as loaded, in the plan's order."""
-    return list(session.scalars(sa.select(PlanTarget).where(PlanTarget.tenant_id.is_(None))
+    return list(session.scalars(sa.select(PlanTarget)
                                 .order_by(PlanTarget.utility.desc(),
                                           PlanTarget.phase_year.is_(None),
                                           PlanTarget.phase_year, PlanTarget.category.is_(None),

@@ -14,7 +14,6 @@ from flask import Response, abort, flash, g, redirect, request, url_for
 from flask_appbuilder import ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.fieldwidgets import Select2Widget
 from flask_appbuilder.forms import DynamicForm
-from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import permission_name
 from markupsafe import Markup
@@ -43,7 +42,7 @@ from onemeter.security import (
     TENANT_STAFF,
     UTILITY_STAFF,
 )
-from onemeter.tenancy import NO_TENANT, current_scope
+from onemeter.tenancy import current_scope
 from onemeter.views import API_READ, API_WRITE, TenantModelRestApi, TenantModelView
 
 CATEGORY = "台账"
@@ -293,21 +292,6 @@ class HouseholdApi(TenantModelRestApi):
 
 # --- plan targets (read-only) ----------------------------------------------------------------
 
-class DistrictOrOwnTargets(BaseFilter):
-    """District-wide targets, plus those of the sub-districts the user may read."""
-
-    name = "district or own"
-
-    def apply(self, query: Any, value: Any) -> Any:
-        scope = current_scope()
-        if scope.read is None:
-            return query
-        ids = tuple(scope.read) or (NO_TENANT,)
-        return query.filter(sa.or_(PlanTarget.tenant_id.is_(None),
-                                   PlanTarget.tenant_id.in_(ids)))
-
-
-_TARGET_BASE_FILTERS = [["id", DistrictOrOwnTargets, lambda: None]]
 _EVERYONE = (TENANT_ADMIN, TENANT_STAFF, DISTRICT_VIEWER, PLATFORM_ADMIN, FINANCE,
              UTILITY_STAFF)
 
@@ -320,21 +304,19 @@ class PlanTargetView(TenantModelView):
     list_template = "onemeter/plan_target_list.html"
     om_roles = {role: READ_PERMISSIONS for role in _EVERYONE}
     base_permissions = ["can_list", "can_show", "can_export"]
-    base_filters = _TARGET_BASE_FILTERS
     list_title = show_title = "改造计划（信平政办〔2021〕26号）"
     page_size = 50
     list_columns = ["utility_label", "phase_year", "category_label", "communities",
-                    "households", "tenant", "note"]
+                    "households", "note"]
     show_columns = [*list_columns, "source"]
     # Read-only (no add/edit permission); FAB still builds the forms, so keep them trivial.
     add_columns = edit_columns = ["note"]
     search_columns = ["utility", "phase_year", "category"]
     label_columns = {"utility_label": "公用事业", "utility": "公用事业", "phase_year": "年度",
                      "category_label": "类别", "category": "类别", "communities": "小区数",
-                     "households": "户数", "tenant": "办事处", "note": "方案原文",
+                     "households": "户数", "note": "方案原文",
                      "source": "文件"}
     formatters_columns = {"phase_year": lambda y: f"{y}年" if y else "三年合计",
-                          "tenant": lambda t: t.name if t else "全区",
                           "communities": lambda n: f"{n:,}", "households": lambda n: f"{n:,}"}
     base_order = ("id", "asc")
 
@@ -356,9 +338,8 @@ class PlanTargetApi(TenantModelRestApi):
     resource_name = "plan_target"
     om_roles = {role: API_READ for role in _EVERYONE}
     base_permissions = ["can_get", "can_info"]
-    base_filters = _TARGET_BASE_FILTERS
     list_columns = show_columns = ["id", "source", "utility", "phase_year", "category",
-                                   "communities", "households", "tenant.name", "note"]
+                                   "communities", "households", "note"]
 
 
 @hookimpl
