@@ -1,0 +1,101 @@
+"""Retrofit projects (one per community × utility) and their history, one row per step."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from onemeter.database import Model
+from onemeter.registry.models import Community
+from onemeter.retrofit.procedure import DEADLINE_STATES, INITIAL_STATE, state_label
+from onemeter.tenancy import TenantScoped, tenant_reference
+
+MONEY = sa.Numeric(14, 2, asdecimal=True)
+
+
+class RetrofitProject(TenantScoped, Model):
+    """The retrofit of one community for one utility, moved through the procedure (五).
+
+    `utility` is the utility's code string (water, electricity, or a plugin's), so the
+    procedure is the same for every utility. Change `state` only through
+    `onemeter.retrofit.service.apply_transition`, which writes the history.
+    """
+
+    __tablename__ = "om_retrofit_project"
+    __tenant_table_args__ = (
+        tenant_reference("community_id", "om_community"),
+        sa.UniqueConstraint("tenant_id", "community_id", "utility",
+                            name="uq_om_retrofit_project_community_utility"),
+        sa.Index("ix_om_retrofit_project_tenant_state_deadline", "tenant_id", "state",
+                 "deadline"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    community_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    state: Mapped[str] = mapped_column(sa.String(40), nullable=False, default=INITIAL_STATE)
+    #: The deadline of the current order (states in DEADLINE_STATES), None otherwise.
+    deadline: Mapped[dt.date | None] = mapped_column(sa.Date)
+    #: 五(二): the fine imposed on a utility that stayed overdue (300,000–1,000,000 元).
+    fine_amount: Mapped[decimal.Decimal | None] = mapped_column(MONEY)
+    #: 五(五): when the utility recorded online payment per household (naive UTC).
+    online_payment_enabled_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    #: 五(五): recorded by the inspection: maintenance first, and no new or changed lines.
+    maintenance_first: Mapped[bool | None] = mapped_column(sa.Boolean)
+    no_new_lines: Mapped[bool | None] = mapped_column(sa.Boolean)
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+
+    community: Mapped[Community] = relationship(Community, foreign_keys=[community_id])
+
+    def __repr__(self) -> str:
+        return f"{self.community}（{self.utility}）" if self.community else f"项目 {self.id}"
+
+    @property
+    def state_label(self) -> str:
+        return state_label(self.state)
+
+    @property
+    def has_deadline(self) -> bool:
+        return self.state in DEADLINE_STATES and self.deadline is not None
+
+
+class ProjectEvent(TenantScoped, Model):
+    """One step of a project's procedure: who, when, from, to, and what they gave."""
+
+    __tablename__ = "om_project_event"
+    __tenant_table_args__ = (
+        tenant_reference("project_id", "om_retrofit_project", ondelete="CASCADE"),
+        sa.Index("ix_om_project_event_tenant_project", "tenant_id", "project_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=False)
+    user_id: Mapped[int | None] = mapped_column(sa.Integer)
+    actor: Mapped[str | None] = mapped_column(sa.String(128))
+    transition: Mapped[str] = mapped_column(sa.String(40), nullable=False)
+    from_state: Mapped[str] = mapped_column(sa.String(40), nullable=False)
+    to_state: Mapped[str] = mapped_column(sa.String(40), nullable=False)
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+    deadline: Mapped[dt.date | None] = mapped_column(sa.Date)
+    #: The document number (文号) or the path of the uploaded letter.
+    document: Mapped[str | None] = mapped_column(sa.String(255))
+    amount: Mapped[decimal.Decimal | None] = mapped_column(MONEY)
+
+    project: Mapped[RetrofitProject] = relationship(RetrofitProject, foreign_keys=[project_id])
+
+
+def overdue_filter(today: dt.date) -> sa.ColumnElement[bool]:
+    """The SQL condition `is_overdue(project, today)` states: a deadline state, deadline past."""
+    return sa.and_(RetrofitProject.state.in_(sorted(DEADLINE_STATES)),
+                   RetrofitProject.deadline.is_not(None),
+                   RetrofitProject.deadline < today)
+
+
+def overdue_projects(session: Session, today: dt.date) -> list[RetrofitProject]:
+    """Projects (of the tenants the current scope reads) overdue on `today`, oldest first."""
+    return list(session.scalars(sa.select(RetrofitProject).where(overdue_filter(today))
+                                .order_by(RetrofitProject.deadline, RetrofitProject.id)))
