@@ -11,6 +11,7 @@ import decimal
 from dataclasses import dataclass
 
 import pytest
+from flask import Flask
 
 from onemeter.retrofit import procedure as p
 from onemeter.retrofit.procedure import Actor, ProcedureRefused
@@ -22,6 +23,21 @@ from onemeter.security import (
     TENANT_STAFF,
     UTILITY_STAFF,
 )
+from onemeter.utilities import UtilitySpec
+
+
+@pytest.fixture(autouse=True)
+def utility_names() -> object:
+    """Utilities are named by their plugins' specs; here two declared the same way."""
+    app = Flask(__name__)
+    app.extensions["onemeter_utilities"] = {code: UtilitySpec(
+        code=code, label=label, company=company, account_label="户号", account_pattern=r"\d+",
+        account_hint="数字", meter_label="表号", meter_pattern=r"\d+", meter_hint="数字",
+        rating_label="规格") for code, label, company in
+        (("water", "供水", "供水公司"), ("electricity", "供电", "供电公司"))}
+    with app.app_context():
+        yield
+
 
 TODAY = dt.date(2021, 7, 7)
 NOW = dt.datetime(2021, 7, 7, 1, 0)

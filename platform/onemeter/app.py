@@ -31,6 +31,7 @@ from onemeter.security import (
     password_policy,
 )
 from onemeter.tenancy import TenantScope, _scope, install_tenancy_listeners, set_scope
+from onemeter.utilities import collect_utilities
 
 HERE = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -113,6 +114,7 @@ def create_app(config: dict[str, Any] | None = None, *,
     only = [p.strip() for p in app.config["ONEMETER_PLUGINS"].split(",") if p.strip()] or None
     pm = build_plugin_manager(only, extra_plugins, trace=app.config["ONEMETER_TRACE_PLUGINS"])
     app.extensions["onemeter_plugins"] = pm
+    app.extensions["onemeter_utilities"] = collect_utilities(pm)
 
     migrate = Migrate(app, db, directory=str(MIGRATIONS_DIR), compare_type=True)
 

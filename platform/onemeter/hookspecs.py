@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from onemeter.plugins import PluginInfo, RoleSpec, ViewRegistrar
     from onemeter.tenancy import Tenant
+    from onemeter.utilities import UtilitySpec
 
 hookspec = pluggy.HookspecMarker("onemeter")
 
@@ -106,6 +107,19 @@ def onemeter_project_referred_to_litigation(project_id: int, tenant_id: int,
     the same transaction and tenant scope, so a plugin may add rows of its own (a lawsuit
     case). `developer_id` is the community's developer, None if none is recorded. Raising
     an exception rolls the referral back. Returns nothing.
+    """
+
+
+@hookspec
+def onemeter_utilities() -> list[UtilitySpec]:
+    """The utilities the plugin brings (供水, 供电, 燃气 …): called once by `create_app()`.
+
+    Return a list of `onemeter.utilities.UtilitySpec` (usually one): code, Chinese name,
+    the company, account- and meter-number formats, the fees the plan cancelled, header
+    aliases for imports. Retrofit projects, meter accounts and charges of that code are
+    then checked against it; its pages are the plugin's own (`onemeter_register_views`,
+    e.g. with `onemeter.meter_views.meter_account_views(spec)`), so a tenant that does
+    not enable the plugin sees none of it. A code declared twice stops start-up.
     """
 
 

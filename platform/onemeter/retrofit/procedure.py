@@ -43,6 +43,7 @@ from statemachine.io import create_machine_class_from_definition
 
 from onemeter.formatting import local_date, money
 from onemeter.security import TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF
+from onemeter.utilities import utility_company
 
 
 class ProcedureRefused(Exception):
@@ -113,15 +114,6 @@ ACTOR_LABELS: dict[str, str] = {
     SUBDISTRICT: "本办事处工作人员或办事处管理员",
     DISTRICT_BODY: "本办事处管理员（代区住房和城乡建设局录入）",
 }
-#: Company names of the utilities the plan names; other utilities are shown by their code.
-UTILITY_COMPANIES: dict[str, str] = {"water": "供水公司", "electricity": "供电公司"}
-
-
-def utility_company(code: str | None) -> str:
-    """供水公司 for "water"; a utility the plan does not name is shown by its code."""
-    return UTILITY_COMPANIES.get(code or "", f"{code}单位")
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who fires a transition: their roles, tenant (sub-district users) and utility."""
