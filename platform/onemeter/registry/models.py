@@ -267,6 +267,57 @@ def _household_key(mapper: Any, connection: Any, target: Household) -> None:
         target.opted_out_at = None
 
 
+#: A meter account's life: surveyed in the ledger, meter installed, account opened and read
+#: per household by the utility (the retrofit's goal), closed.
+ACCOUNT_STATUSES = ("surveyed", "installed", "active", "closed")
+ACCOUNT_STATUS_LABELS = {"surveyed": "已摸底待改造", "installed": "已装表",
+                         "active": "已立户抄表到户", "closed": "已销户"}
+#: Statuses that count as done for a household's progress.
+ACCOUNT_DONE = ("installed", "active")
+
+
+class MeterAccount(TenantScoped, Model):
+    """户表: one household's account with one utility (household × utility).
+
+    The household is in the retrofit's scope for that utility once it has an account row;
+    number formats are the utility's (`UtilitySpec`), checked by the pages and imports.
+    """
+
+    __tablename__ = "om_meter_account"
+    __tenant_table_args__ = (
+        tenant_reference("household_id", "om_household"),
+        sa.UniqueConstraint("tenant_id", "household_id", "utility",
+                            name="uq_om_meter_account_household_utility"),
+        sa.UniqueConstraint("tenant_id", "utility", "account_no",
+                            name="uq_om_meter_account_account_no"),
+        sa.Index("ix_om_meter_account_tenant_utility_status", "tenant_id", "utility",
+                 "status"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    account_no: Mapped[str | None] = mapped_column(sa.String(32))
+    meter_no: Mapped[str | None] = mapped_column(sa.String(40))
+    #: 口径 (water, e.g. DN15) or 容量 (electricity, e.g. 单相 8kW): the spec names it.
+    rating: Mapped[str | None] = mapped_column(sa.String(32))
+    status: Mapped[str] = mapped_column(
+        sa.Enum(*ACCOUNT_STATUSES, name="ck_om_meter_account_status", native_enum=False,
+                create_constraint=True, length=16), nullable=False, default="surveyed")
+    #: 五(五): the day the household could pay this utility online (网上缴费).
+    online_payment_on: Mapped[dt.date | None] = mapped_column(sa.Date)
+    note: Mapped[str | None] = mapped_column(sa.String(200))
+
+    household: Mapped[Household] = relationship(Household, foreign_keys=[household_id])
+
+    def __repr__(self) -> str:
+        return f"{self.household} {self.account_no or ''}".strip()
+
+    @property
+    def status_label(self) -> str:
+        return ACCOUNT_STATUS_LABELS.get(self.status, self.status)
+
+
 class PlanTarget(Model):
     """The plan's numbers: communities and households per utility × phase × category.
 

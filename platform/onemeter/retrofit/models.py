@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from onemeter.database import Model
 from onemeter.registry.models import Community
 from onemeter.retrofit.procedure import DEADLINE_STATES, INITIAL_STATE, state_label
 from onemeter.tenancy import TenantScoped, tenant_reference
+from onemeter.utilities import utility_spec
 
 MONEY = sa.Numeric(14, 2, asdecimal=True)
 
@@ -86,6 +89,62 @@ class ProjectEvent(TenantScoped, Model):
     amount: Mapped[decimal.Decimal | None] = mapped_column(MONEY)
 
     project: Mapped[RetrofitProject] = relationship(RetrofitProject, foreign_keys=[project_id])
+
+
+class ProjectCharge(TenantScoped, Model):
+    """A fee charged (or demanded) in a project, as residents or inspections report it.
+
+    五(六): a utility may no longer charge the fees its `UtilitySpec.cancelled_fees` lists;
+    a charge under one of those names (or an obvious variant) is flagged on write with the
+    fee it matched, and counted in reports. Recorded, never refused: the record is evidence.
+    """
+
+    __tablename__ = "om_project_charge"
+    __tenant_table_args__ = (
+        tenant_reference("project_id", "om_retrofit_project", ondelete="CASCADE"),
+        sa.Index("ix_om_project_charge_tenant_project", "tenant_id", "project_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    name: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    amount: Mapped[decimal.Decimal] = mapped_column(MONEY, nullable=False)
+    #: Who charged it and who paid (a household, the developer …), as reported.
+    charged_by: Mapped[str | None] = mapped_column(sa.String(100))
+    paid_by: Mapped[str | None] = mapped_column(sa.String(100))
+    charged_on: Mapped[dt.date | None] = mapped_column(sa.Date)
+    document: Mapped[str | None] = mapped_column(sa.String(255))
+    #: The cancelled fee (verbatim from the plan) this charge is; None if it is not one.
+    prohibited_fee: Mapped[str | None] = mapped_column(sa.String(50))
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+
+    project: Mapped[RetrofitProject] = relationship(RetrofitProject, foreign_keys=[project_id])
+
+    @property
+    def prohibited(self) -> bool:
+        return self.prohibited_fee is not None
+
+
+@event.listens_for(ProjectCharge, "before_insert")
+@event.listens_for(ProjectCharge, "before_update")
+def _flag_prohibited_charge(mapper: Any, connection: Any, target: ProjectCharge) -> None:
+    # On every write path (pages, API, imports): the project's utility decides the fee list.
+    utility = connection.execute(sa.select(RetrofitProject.utility).where(
+        RetrofitProject.id == target.project_id)).scalar()
+    spec = utility_spec(utility)
+    target.prohibited_fee = spec.cancelled_fee(target.name) if spec else None
+
+
+def prohibited_charge_totals(session: Session) -> dict[str, tuple[int, decimal.Decimal]]:
+    """Per utility code: (number, total amount) of flagged charges the scope reads."""
+    rows = session.execute(
+        sa.select(RetrofitProject.utility, sa.func.count(ProjectCharge.id),
+                  sa.func.coalesce(sa.func.sum(ProjectCharge.amount), 0))
+        .join(RetrofitProject, RetrofitProject.id == ProjectCharge.project_id)
+        .where(ProjectCharge.prohibited_fee.is_not(None))
+        .group_by(RetrofitProject.utility))
+    return {u: (n, decimal.Decimal(total).quantize(decimal.Decimal("0.01")))
+            for u, n, total in rows}
 
 
 def overdue_filter(today: dt.date) -> sa.ColumnElement[bool]:
