@@ -39,9 +39,12 @@ from tests.support.web import api_headers
 def test_example_plugin_is_discovered_through_its_entry_point(app: Flask) -> None:
     found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert found.get("example") == "onemeter_example.plugin"
+    # the built-in utility plugins come through the same group
+    assert found.get("water") == "onemeter_water"
+    assert found.get("electricity") == "onemeter_electricity"
 
     pm = app.extensions["onemeter_plugins"]
-    assert plugin_names(pm) == ["example"]
+    assert plugin_names(pm) == ["electricity", "example", "water"]
     assert pm.get_plugin("example") is importlib.import_module("onemeter_example.plugin")
     info = plugin_infos(pm)["example"]
     assert info.version == "0.1.0" and info.hook_api.split(".")[0] == HOOK_API_VERSION[0]

@@ -117,9 +117,8 @@ def onemeter_utilities() -> list[UtilitySpec]:
     Return a list of `onemeter.utilities.UtilitySpec` (usually one): code, Chinese name,
     the company, account- and meter-number formats, the fees the plan cancelled, header
     aliases for imports. Retrofit projects, meter accounts and charges of that code are
-    then checked against it; its pages are the plugin's own (`onemeter_register_views`,
-    e.g. with `onemeter.meter_views.meter_account_views(spec)`), so a tenant that does
-    not enable the plugin sees none of it. A code declared twice stops start-up.
+    then checked against it, and shown only to tenants that enable the plugin (and to
+    that utility's own staff). A code declared twice stops start-up.
     """
 
 

@@ -25,7 +25,8 @@ hookimpl = pluggy.HookimplMarker("onemeter")
 
 #: The core's own hook implementations, registered before any entry point (always enabled).
 DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs", "onemeter.registry.views",
-                   "onemeter.registry.commands", "onemeter.retrofit.views")
+                   "onemeter.registry.commands", "onemeter.registry.accounts",
+                   "onemeter.retrofit.views")
 CORE = "core"
 
 

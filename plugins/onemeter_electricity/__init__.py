@@ -1,12 +1,11 @@
-"""供电 (electricity) as a utility plugin: its spec, the fees the plan cancelled, its pages.
+"""供电 (electricity) as a utility plugin: its spec (formats, company) and the fees the plan cancelled.
 
 Written only against the public hooks and the core's public classes, as a third party would.
 """
 
 from __future__ import annotations
 
-from onemeter.meter_views import meter_account_views
-from onemeter.plugins import PluginInfo, ViewRegistrar, hookimpl
+from onemeter.plugins import PluginInfo, hookimpl
 from onemeter.utilities import UtilitySpec
 
 __version__ = "0.1.0"
@@ -50,10 +49,3 @@ def onemeter_plugin_info() -> PluginInfo:
 def onemeter_utilities() -> list[UtilitySpec]:
     return [SPEC]
 
-
-@hookimpl
-def onemeter_register_views(registrar: ViewRegistrar) -> None:
-    page, api = meter_account_views(SPEC)
-    registrar.add_view(page, "供电户表", category="供电", icon="fa-bolt",
-                       category_icon="fa-bolt")
-    registrar.add_api(api)

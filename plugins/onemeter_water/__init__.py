@@ -1,12 +1,11 @@
-"""供水 (water) as a utility plugin: its spec, the fees the plan cancelled, its account pages.
+"""供水 (water) as a utility plugin: its spec (formats, company) and the fees the plan cancelled.
 
 Written only against the public hooks and the core's public classes, as a third party would.
 """
 
 from __future__ import annotations
 
-from onemeter.meter_views import meter_account_views
-from onemeter.plugins import PluginInfo, ViewRegistrar, hookimpl
+from onemeter.plugins import PluginInfo, hookimpl
 from onemeter.utilities import UtilitySpec
 
 __version__ = "0.1.0"
@@ -49,10 +48,3 @@ def onemeter_plugin_info() -> PluginInfo:
 def onemeter_utilities() -> list[UtilitySpec]:
     return [SPEC]
 
-
-@hookimpl
-def onemeter_register_views(registrar: ViewRegistrar) -> None:
-    page, api = meter_account_views(SPEC)
-    registrar.add_view(page, "供水户表", category="供水", icon="fa-tint",
-                       category_icon="fa-tint")
-    registrar.add_api(api)

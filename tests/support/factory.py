@@ -85,8 +85,13 @@ def make_row(session: Session, model: type, tenant_id: int, marker: str) -> Any:
 
 
 def text_columns(model: type) -> list[str]:
-    """Attribute names of the model's text columns (where markers are written)."""
+    """Attribute names of the model's free-text columns (where markers are written).
+
+    Enum columns, and columns marked `info={"checked": True}`, hold codes or formatted numbers the app checks
+    (a utility code, an account number): a marker there is refused, so they are left out.
+    """
     mapper = sa.inspect(model)
     return [mapper.get_property_by_column(c).key for c in mapper.local_table.columns
             if isinstance(c.type, sa.String | sa.Text) and not c.foreign_keys
-            and c.name != "tenant_id"]
+            and not isinstance(c.type, sa.Enum)
+            and c.name != "tenant_id" and not c.info.get("checked")]

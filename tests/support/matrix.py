@@ -129,6 +129,9 @@ def form_payload(app: Flask, form_class: Any, obj: Any, tenant_id: int) -> dict[
             elif isinstance(f, QuerySelectField):
                 if f.data is not None:
                     data[f.name] = str(f.data.id)
+            elif f.type == "SelectField":
+                if f.data not in (None, ""):
+                    data[f.name] = str(f.data)
             elif f.type == "BooleanField":
                 if f.data:
                     data[f.name] = "y"
@@ -270,7 +273,8 @@ class Matrix:
         can = {p: self.allowed(username, t.name, p) for p in
                ("can_list", "can_show", "can_edit", "can_add", "can_delete", "can_export")}
 
-        page = body_text(client.get(f"{base}/list/"))
+        # Every row on one page: earlier verbs add rows that would push the marker off page 1.
+        page = body_text(client.get(f"{base}/list/?psize_{view.__class__.__name__}=100000"))
         self._case(t, "list", username, theirs in page, "other tenant's marker on the list")
         if can["can_list"]:
             self._control(t, "list", mine in page, f"own marker {mine} missing from list")
@@ -342,8 +346,10 @@ class Matrix:
                 value = f"ADD{uuid.uuid4().hex[:8]}"
                 data = dict(add_data, **fresh_texts(add_data, add_texts))
                 data[add_texts[0]] = value
+                # A fresh parent each time: a unique (parent, code) key must not collide
+                # with a row an earlier verb created under the seeded parent.
                 for name, related in relations.items():
-                    data[name] = str(rows.pk[(related, parent_tenant)])
+                    data[name] = str(self._fresh_row(related, parent_tenant))
                 client.post(f"{base}/add", data=data)
                 created = count_where(self.app, model, add_texts[0], value)
                 if parent_tenant == other:
@@ -398,7 +404,7 @@ class Matrix:
                            if c in mine_row and c not in relations}
                 payload[add_texts[0]] = value
                 for name, related in relations.items():
-                    payload[name] = rows.pk[(related, parent_tenant)]
+                    payload[name] = self._fresh_row(related, parent_tenant)
                 response = client.post(f"{base}/", json=payload)
                 created = count_where(self.app, model, add_texts[0], value)
                 if parent_tenant == other:

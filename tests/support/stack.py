@@ -100,7 +100,7 @@ class Stack:
             "ONEMETER_QUEUE_PREFIX": self.queue_prefix,
             "ONEMETER_TENANTS_DIR": str(self.tenants_dir),
             "ONEMETER_UPLOAD_DIR": str(self.work / "uploads"),
-            "ONEMETER_PLUGINS": "example",
+            "ONEMETER_PLUGINS": "example,water,electricity",
             "SECRET_KEY": "test-secret-key-of-at-least-32-bytes-" + self.queue_prefix,
             "WTF_CSRF_ENABLED": False,
             "AUTH_RATE_LIMIT": "10000 per minute",
@@ -120,7 +120,7 @@ class Stack:
             "ONEMETER_QUEUE_PREFIX": self.queue_prefix,
             "ONEMETER_TENANTS_DIR": str(self.tenants_dir),
             "ONEMETER_VAR_DIR": str(self.work / "var"),
-            "ONEMETER_PLUGINS": "example",
+            "ONEMETER_PLUGINS": "example,water,electricity",
             "PYTHONPATH": os.pathsep.join([str(self.plugin_dir), str(EXAMPLE_SRC),
                                            env.get("PYTHONPATH", "")]),
         })

@@ -22,6 +22,7 @@ CROSS_TENANT_USERS = {
     "district": (DISTRICT_VIEWER, None),
     "finance": (FINANCE, None),
     "water": (UTILITY_STAFF, "water"),
+    "power": (UTILITY_STAFF, "electricity"),
 }
 
 

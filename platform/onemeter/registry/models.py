@@ -296,11 +296,13 @@ class MeterAccount(TenantScoped, Model):
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     household_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
-    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
-    account_no: Mapped[str | None] = mapped_column(sa.String(32))
-    meter_no: Mapped[str | None] = mapped_column(sa.String(40))
+    # "checked": values must be the utility's (code, number formats, rating choices).
+    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False,
+                                         info={"checked": True})
+    account_no: Mapped[str | None] = mapped_column(sa.String(32), info={"checked": True})
+    meter_no: Mapped[str | None] = mapped_column(sa.String(40), info={"checked": True})
     #: 口径 (water, e.g. DN15) or 容量 (electricity, e.g. 单相 8kW): the spec names it.
-    rating: Mapped[str | None] = mapped_column(sa.String(32))
+    rating: Mapped[str | None] = mapped_column(sa.String(32), info={"checked": True})
     status: Mapped[str] = mapped_column(
         sa.Enum(*ACCOUNT_STATUSES, name="ck_om_meter_account_status", native_enum=False,
                 create_constraint=True, length=16), nullable=False, default="surveyed")
@@ -316,6 +318,19 @@ class MeterAccount(TenantScoped, Model):
     @property
     def status_label(self) -> str:
         return ACCOUNT_STATUS_LABELS.get(self.status, self.status)
+
+    @classmethod
+    def om_sample(cls, session: Any, tenant_id: int, marker: str) -> MeterAccount:
+        """An account of the first declared utility, in a new community, note `marker`."""
+        from onemeter.utilities import utilities
+
+        community = Community(tenant_id=tenant_id, name=f"{marker}{uuid.uuid4().hex[:8]}")
+        household = Household(tenant_id=tenant_id, community=community, room=f"{marker}room")
+        account = cls(tenant_id=tenant_id, household=household, utility=sorted(utilities())[0],
+                      note=f"{marker}note")
+        session.add(account)
+        session.flush()
+        return account
 
 
 class PlanTarget(Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from onemeter.database import Model
 from onemeter.registry.models import Community
 from onemeter.retrofit.procedure import DEADLINE_STATES, INITIAL_STATE, state_label
 from onemeter.tenancy import TenantScoped, tenant_reference
-from onemeter.utilities import utility_spec
+from onemeter.utilities import utilities, utility_label, utility_spec
 
 MONEY = sa.Numeric(14, 2, asdecimal=True)
 
@@ -38,7 +39,9 @@ class RetrofitProject(TenantScoped, Model):
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     community_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
-    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    #: A `UtilitySpec` code ("checked": only a declared, enabled utility is accepted).
+    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False,
+                                         info={"checked": True})
     state: Mapped[str] = mapped_column(sa.String(40), nullable=False, default=INITIAL_STATE)
     #: The deadline of the current order (states in DEADLINE_STATES), None otherwise.
     deadline: Mapped[dt.date | None] = mapped_column(sa.Date)
@@ -54,7 +57,18 @@ class RetrofitProject(TenantScoped, Model):
     community: Mapped[Community] = relationship(Community, foreign_keys=[community_id])
 
     def __repr__(self) -> str:
-        return f"{self.community}（{self.utility}）" if self.community else f"项目 {self.id}"
+        label = utility_label(self.utility)
+        return f"{self.community}（{label}）" if self.community else f"项目 {self.id}"
+
+    @classmethod
+    def om_sample(cls, session: Session, tenant_id: int, marker: str) -> RetrofitProject:
+        """A project of the first declared utility in a new community, text reading `marker`."""
+        community = Community(tenant_id=tenant_id, name=f"{marker}{uuid.uuid4().hex[:8]}")
+        project = cls(tenant_id=tenant_id, community=community, utility=sorted(utilities())[0],
+                      comment=f"{marker}comment")
+        session.add(project)
+        session.flush()
+        return project
 
     @property
     def state_label(self) -> str:

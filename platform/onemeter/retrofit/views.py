@@ -5,11 +5,10 @@ Registered through the core's `onemeter_register_views` (DEFAULT_PLUGINS), like 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import abort, flash, g, redirect, request, url_for
-from flask_appbuilder import expose, has_access
+from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.models.sqla.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import permission_name
@@ -17,7 +16,13 @@ from werkzeug.wrappers import Response
 
 from onemeter.formatting import local_date, local_datetime, money, yes_no
 from onemeter.plugins import hookimpl
-from onemeter.retrofit.models import ProjectEvent, RetrofitProject
+from onemeter.registry.categories import PHASE_YEARS, category_label
+from onemeter.retrofit.models import (
+    ProjectCharge,
+    ProjectEvent,
+    RetrofitProject,
+    prohibited_charge_totals,
+)
 from onemeter.retrofit.procedure import (
     INPUT_LABELS,
     TRANSITIONS,
@@ -26,8 +31,8 @@ from onemeter.retrofit.procedure import (
     available_transitions,
     is_overdue,
     state_label,
-    utility_company,
 )
+from onemeter.retrofit.progress import project_progress, tenant_options
 from onemeter.retrofit.service import apply_transition, beijing_today
 from onemeter.security import (
     DISTRICT_VIEWER,
@@ -38,10 +43,10 @@ from onemeter.security import (
     UTILITY_STAFF,
 )
 from onemeter.tenancy import current_scope
+from onemeter.utilities import utility_choices, utility_label, utility_spec
 from onemeter.views import TenantModelView
 
 _SHOW = ("can_list", "can_show")
-_UTILITY_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
 
 class UtilityScopeFilter(BaseFilter):
@@ -54,6 +59,18 @@ class UtilityScopeFilter(BaseFilter):
         if utility is None:
             return query
         return query.filter(RetrofitProject.utility == utility)
+
+
+class ChargeUtilityScopeFilter(BaseFilter):
+    """Utility staff see the charges of their own utility's projects only."""
+
+    name = "utility scope"
+
+    def apply(self, query: Any, value: Any) -> Any:
+        utility = current_scope().utility
+        if utility is None:
+            return query
+        return query.filter(ProjectCharge.project.has(RetrofitProject.utility == utility))
 
 
 class RetrofitProjectView(TenantModelView):
@@ -84,21 +101,24 @@ class RetrofitProjectView(TenantModelView):
                      "deadline": "期限", "online_payment_enabled_at": "网上缴费实现时间",
                      "fine_amount": "罚款金额", "maintenance_first": "维修为主、改造为辅",
                      "no_new_lines": "不新增或更改线路", "comment": "备注"}
-    description_columns = {"utility": "公用事业代码，如 water（供水）、electricity（供电）"}
+    description_columns = {"utility": "本办事处已启用的公用事业代码，如 water（供水）、"
+                                      "electricity（供电）"}
     formatters_columns = {
         "state": state_label, "deadline": local_date, "fine_amount": money,
         "online_payment_enabled_at": local_datetime,
-        "utility": lambda u: f"{utility_company(u)}（{u}）",
+        "utility": utility_label,
         "maintenance_first": lambda v: "" if v is None else yes_no(v),
         "no_new_lines": lambda v: "" if v is None else yes_no(v),
     }
 
     def pre_add(self, item: RetrofitProject) -> None:
-        # Any utility code is accepted (a plugin's utility goes through the same procedure);
-        # only its form is checked, so it matches the users' and plugins' codes.
+        # Any utility a plugin declares goes through the same procedure, if the tenant
+        # enables that plugin.
         item.utility = (item.utility or "").strip()
-        if not _UTILITY_CODE.match(item.utility):
-            raise ValueError("公用事业代码须为字母开头的字母、数字或下划线，如 water、electricity")
+        enabled = dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
+        if item.utility not in enabled:
+            offered = "、".join(f"{code}（{label}）" for code, label in enabled.items())
+            raise ValueError(f"公用事业「{item.utility}」未启用；可选：{offered or '无'}")
         item.state = "registered"
 
     def _project(self, pk: int) -> RetrofitProject:
@@ -149,7 +169,96 @@ class RetrofitProjectView(TenantModelView):
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
 
 
+class ProjectChargeView(TenantModelView):
+    """收费记录: fees charged in a project; the plan's cancelled fees are flagged (五(六))."""
+
+    datamodel = SQLAInterface(ProjectCharge)
+    route_base = "/retrofit/charges"
+    list_template = "onemeter/charge_list.html"
+    om_roles = {
+        TENANT_ADMIN: TenantModelView.om_roles[TENANT_ADMIN],
+        TENANT_STAFF: TenantModelView.om_roles[TENANT_STAFF],
+        UTILITY_STAFF: READ_PERMISSIONS,
+        DISTRICT_VIEWER: READ_PERMISSIONS,
+        PLATFORM_ADMIN: READ_PERMISSIONS,
+    }
+    base_filters = [["id", ChargeUtilityScopeFilter, lambda: None]]
+    list_title = show_title = "收费记录"
+    add_title = "登记收费"
+    edit_title = "修改收费记录"
+    list_columns = ["project", "name", "amount", "charged_by", "paid_by", "charged_on",
+                    "prohibited_fee"]
+    show_columns = [*list_columns, "document", "comment"]
+    add_columns = edit_columns = ["project", "name", "amount", "charged_by", "paid_by",
+                                  "charged_on", "document", "comment"]
+    search_columns = ["project", "name", "charged_by", "charged_on", "prohibited_fee"]
+    label_columns = {"project": "改造项目", "name": "收费名目", "amount": "金额",
+                     "charged_by": "收费单位", "paid_by": "缴费人", "charged_on": "收费日期",
+                     "document": "票据或文书", "comment": "说明",
+                     "prohibited_fee": "已取消的收费（五(六)）"}
+    description_columns = {"name": "按票据上的名目填写；属实施方案五(六)已取消的收费项目的，"
+                                   "系统自动标记"}
+    formatters_columns = {"amount": money, "charged_on": local_date,
+                          "prohibited_fee": lambda f: f"违规：{f}" if f else "否"}
+    base_order = ("id", "desc")
+
+    def pre_add(self, item: ProjectCharge) -> None:
+        if item.amount is None or item.amount < 0:
+            raise ValueError("金额须为不小于 0 的数字（元）")
+
+    pre_update = pre_add
+
+    @expose("/list/")
+    @has_access
+    def list(self) -> Response:
+        """The charges, with each utility's cancelled fees and the flagged totals above."""
+        self.update_redirect()
+        widgets = self._list()
+        enabled = self.appbuilder.sm.enabled_plugins()
+        specs = [spec for code, _ in utility_choices(enabled)
+                 if (spec := utility_spec(code)) is not None]
+        totals = prohibited_charge_totals(self.datamodel.session)
+        return self.render_template(self.list_template, title=self.list_title,
+                                    widgets=widgets, specs=specs, totals=totals, money=money)
+
+
+class ProgressView(BaseView):
+    """改造进度: every project of the scope with its households' progress, overdue first."""
+
+    route_base = "/retrofit/progress"
+    default_view = "list"
+    om_roles = {role: ("can_list",) for role in (TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF,
+                                                 DISTRICT_VIEWER, PLATFORM_ADMIN)}
+    base_permissions = ["can_list"]
+
+    @expose("/")
+    @has_access
+    @permission_name("list")
+    def list(self) -> Any:
+        """Filters: utility, phase, sub-district (cross-tenant users), overdue only."""
+        today = beijing_today()
+        enabled = self.appbuilder.sm.enabled_plugins()
+        utilities = dict(utility_choices(enabled))
+        wanted = {k: request.args.get(k, "") for k in ("utility", "phase", "tenant", "overdue")}
+        rows = project_progress(
+            self.appbuilder.session, today, utilities=list(utilities),
+            utility=wanted["utility"] or None,
+            phase=int(wanted["phase"]) if wanted["phase"].isdigit() else None,
+            tenant_id=int(wanted["tenant"]) if wanted["tenant"].isdigit() else None,
+            overdue_only=wanted["overdue"] == "1")
+        scope = current_scope()
+        tenants = [] if scope.write is not None else tenant_options(self.appbuilder.session)
+        return self.render_template(
+            "onemeter/progress.html", title="改造进度", rows=rows, utilities=utilities,
+            wanted=wanted, tenants=tenants, phases=PHASE_YEARS, local_date=local_date,
+            state_label=state_label, category_label=category_label,
+            overdue_count=sum(1 for r in rows if r.overdue))
+
+
 @hookimpl
 def onemeter_register_views(registrar: Any) -> None:
+    registrar.add_view(ProgressView, "改造进度", category="改造程序", icon="fa-tasks",
+                       category_icon="fa-list-ol")
     registrar.add_view(RetrofitProjectView, "改造项目", category="改造程序",
                        icon="fa-wrench", category_icon="fa-list-ol")
+    registrar.add_view(ProjectChargeView, "收费记录", category="改造程序", icon="fa-yen")
