@@ -294,3 +294,5 @@ def test_progress_counts_leave_opted_out_households_out_and_put_overdue_first(
     first_row = page[page.index("<tbody>"):].split("</tr>")[0]
     assert f"/retrofit/show/{late}" in first_row and "已逾期" in first_row
     assert "2 / 3 户" in first_row and "2 户" in first_row  # done / in scope; opted out
+    home = login("pingxi_staff").get("/").get_data(as_text=True)
+    assert "panel-danger" in home and "/retrofit/progress/?overdue=1" in home

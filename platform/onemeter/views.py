@@ -163,8 +163,19 @@ class OneMeterIndexView(IndexView):
             tenant = self.appbuilder.session.get(Tenant, scope.write)
         labels = self.appbuilder.sm.role_labels
         roles = [labels.get(r.name, r.name) for r in getattr(g.user, "roles", []) or []]
+        summary = None
+        if getattr(g.user, "is_authenticated", False) and self.appbuilder.sm.has_access(
+                "can_list", "ProgressView"):
+            from onemeter.retrofit.progress import progress_summary, project_progress
+            from onemeter.retrofit.service import beijing_today
+            from onemeter.utilities import utility_choices
+
+            codes = [c for c, _ in utility_choices(self.appbuilder.sm.enabled_plugins())]
+            summary = progress_summary(project_progress(self.appbuilder.session,
+                                                        beijing_today(), utilities=codes))
         return self.render_template(self.index_template, appbuilder=self.appbuilder,
-                                    tenant=tenant, scope=scope, role_labels=roles)
+                                    tenant=tenant, scope=scope, role_labels=roles,
+                                    summary=summary)
 
 
 class TenantView(ModelView):

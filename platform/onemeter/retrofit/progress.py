@@ -111,3 +111,29 @@ def tenant_options(session: Session) -> list[tuple[int, str]]:
     return [(t.id, t.name) for t in session.scalars(
         sa.select(Tenant).where(Tenant.active.is_(True)).order_by(Tenant.id))
         if current_scope().read is None or t.id in current_scope().read]
+
+
+@dataclass(frozen=True)
+class ProgressSummary:
+    """The landing page's figures for the scope: projects, overdue, households."""
+
+    projects: int
+    accepted: int
+    overdue: int
+    households: int
+    done: int
+    opted_out: int
+
+    @property
+    def percent(self) -> float:
+        denominator = self.households - self.opted_out
+        return 100.0 * self.done / denominator if denominator else 0.0
+
+
+def progress_summary(rows: list[ProjectProgress]) -> ProgressSummary:
+    """Totals of `project_progress` rows (the same scope and filters)."""
+    return ProgressSummary(
+        projects=len(rows), accepted=sum(1 for r in rows if r.state == "accepted"),
+        overdue=sum(1 for r in rows if r.overdue),
+        households=sum(r.in_scope for r in rows), done=sum(r.done for r in rows),
+        opted_out=sum(r.opted_out for r in rows))
