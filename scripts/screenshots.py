@@ -20,7 +20,13 @@ SHOTS = [
     ("tenant-admin-staff", "pingqiao_admin", "/tenantstaff/list/"),
     ("tenant-staff-jobs", "pingqiao_staff", "/jobs/list/?start-demo"),
     ("tenant-admin-changelog", "pingqiao_admin", "/changelog/list/"),
+    ("tenant-staff-progress", "pingqiao_staff", "/retrofit/progress/"),
+    ("tenant-staff-project", "pingqiao_staff", "/retrofit/progress/?open-first"),
+    ("water-project", "water", "/retrofit/progress/?open-awaiting"),
+    ("tenant-staff-charges", "pingqiao_staff", "/retrofit/charges/list/"),
+    ("tenant-staff-accounts", "pingqiao_staff", "/registry/accounts/list/"),
     ("district-home", "district", "/"),
+    ("district-progress", "district", "/retrofit/progress/"),
     ("admin-tenants", "admin", "/tenants/list/"),
 ]
 
@@ -48,7 +54,13 @@ def main() -> None:
                 page.wait_for_timeout(6000)
                 page.goto(f"{BASE}{path.split('?')[0]}")
                 page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(OUT / f"{name}.png"), full_page=False)
+            if path.endswith("?open-first"):  # the first (most overdue) project's page
+                page.click("table.om-progress tbody tr:first-child td:nth-child(6) a")
+                page.wait_for_load_state("networkidle")
+            if path.endswith("?open-awaiting"):  # a project waiting for the utility's inspection
+                page.click("table.om-progress a:has-text('待专营单位查验')")
+                page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project"))
             context.close()
         browser.close()
     print(f"screenshots in {OUT}")

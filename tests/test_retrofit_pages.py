@@ -98,7 +98,7 @@ def test_refusals_say_why_in_chinese_and_change_nothing(
     pk = new_project(app, tenant_ids["pingqiao"], state="utility_overdue")
     staff, admin, water = login("pingqiao_staff"), login("pingqiao_admin"), login("water")
 
-    assert "当前状态「专营单位逾期未改正」不能执行「提请供水/供电部门查验」" in step(
+    assert "当前状态「专营单位逾期未改正」不能执行「提请专营单位查验」" in step(
         staff, pk, "request_inspection")
     assert "只有本办事处管理员（代区住房和城乡建设局录入）可以对专营单位处以罚款" in step(
         staff, pk, "impose_fine", amount="500000", document="罚字1号")
@@ -141,7 +141,7 @@ def test_each_user_sees_only_their_projects_and_steps(
     # any sub-district's project of their utility
     assert "record_inspection_passed" in offered(water, theirs)
     district = login("district").get(f"/retrofit/show/{theirs}").get_data(as_text=True)
-    assert "待供水/供电部门查验" in district and "可办理的步骤" not in district
+    assert "待专营单位查验" in district and "可办理的步骤" not in district
     assert load(app, power)[0].state == "awaiting_inspection"
 
 

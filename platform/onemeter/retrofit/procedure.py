@@ -72,9 +72,9 @@ STATES: dict[str, StateSpec] = {s.code: s for s in (
     StateSpec("renovation_included", "已纳入老旧小区改造"),
     StateSpec("completed", "改造完成待移交"),
     # 五(二) delivered communities
-    StateSpec("awaiting_inspection", "待供水/供电部门查验"),
+    StateSpec("awaiting_inspection", "待专营单位查验"),
     StateSpec("inspection_passed", "查验合格待接收"),
-    StateSpec("objected", "供水/供电部门提出异议"),
+    StateSpec("objected", "专营单位提出异议"),
     StateSpec("verification_passed", "质量监督站核验合格"),
     StateSpec("verification_failed", "质量监督站核验不合格"),
     StateSpec("rectification_ordered", "已责令开发建设单位限期整改", deadline=True),
@@ -199,7 +199,7 @@ TRANSITIONS: dict[str, TransitionSpec] = {t.name: t for t in (
                    "completed", SUBDISTRICT, "五(一)(三)(四)",
                    optional=("document", "comment")),
     # 五(二) delivered communities: the utility inspects.
-    TransitionSpec("request_inspection", "提请供水/供电部门查验", ("registered",),
+    TransitionSpec("request_inspection", "提请专营单位查验", ("registered",),
                    "awaiting_inspection", SUBDISTRICT, "五(二)",
                    optional=("document", "comment")),
     TransitionSpec("record_inspection_passed", "记录查验合格", ("awaiting_inspection",),
@@ -483,5 +483,5 @@ def transitions_table() -> Iterable[tuple[str, str, str, str, str]]:
         sources = "、".join(state_label(s) for s in spec.sources) if spec.sources != _ALL \
             else "任一状态"
         target = state_label(spec.target) if spec.target else "（状态不变）"
-        who = ("供水/供电部门人员" if spec.actor == UTILITY else ACTOR_LABELS[spec.actor])
+        who = ("专营单位人员" if spec.actor == UTILITY else ACTOR_LABELS[spec.actor])
         yield spec.name, spec.label, sources, target, who
