@@ -296,3 +296,29 @@ def test_progress_counts_leave_opted_out_households_out_and_put_overdue_first(
     assert "2 / 3 户" in first_row and "2 户" in first_row  # done / in scope; opted out
     home = login("pingxi_staff").get("/").get_data(as_text=True)
     assert "panel-danger" in home and "/retrofit/progress/?overdue=1" in home
+
+
+def test_the_api_flags_charges_and_shows_utility_staff_their_projects_only(
+        app: Flask, tenant_ids: dict[str, int]) -> None:
+    from tests.support.matrix import token_client
+
+    tenant = tenant_ids["pingdong"]
+    water_pk, power_pk = new_project(app, tenant, "water"), new_project(app, tenant, "electricity")
+    staff = token_client(app, "pingdong_staff", "Test-password-1")
+    created = staff.post("/api/v1/project_charge/", json={
+        "project": power_pk, "name": "低压计量检测费", "amount": "45.50",
+        "prohibited_fee": None})
+    assert created.status_code in (400, 422)  # the flag is computed, never sent
+    created = staff.post("/api/v1/project_charge/", json={
+        "project": power_pk, "name": "电表检测费", "amount": "45.50"})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    got = staff.get(f"/api/v1/project_charge/{created.get_json()['id']}").get_json()["result"]
+    assert got["prohibited_fee"] == "低压计量检测费"
+
+    water = token_client(app, "water", "Test-password-1")
+    ids = {r["id"] for r in water.get("/api/v1/retrofit_project/?q=(page_size:100000)")
+           .get_json()["result"]}
+    assert water_pk in ids and power_pk not in ids
+    assert water.get(f"/api/v1/retrofit_project/{power_pk}").status_code == 404
+    assert water.put(f"/api/v1/retrofit_project/{water_pk}", json={"state": "accepted"}
+                     ).status_code in (403, 405)

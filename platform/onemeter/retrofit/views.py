@@ -44,7 +44,7 @@ from onemeter.security import (
 )
 from onemeter.tenancy import current_scope
 from onemeter.utilities import utility_choices, utility_label, utility_spec
-from onemeter.views import TenantModelView
+from onemeter.views import API_READ, API_WRITE, TenantModelRestApi, TenantModelView
 
 _SHOW = ("can_list", "can_show")
 
@@ -222,6 +222,37 @@ class ProjectChargeView(TenantModelView):
                                     widgets=widgets, specs=specs, totals=totals, money=money)
 
 
+class RetrofitProjectApi(TenantModelRestApi):
+    """改造项目 over REST, read-only: the state moves only through the procedure's steps."""
+
+    datamodel = SQLAInterface(RetrofitProject)
+    resource_name = "retrofit_project"
+    om_roles = {role: API_READ for role in (TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF,
+                                            DISTRICT_VIEWER, PLATFORM_ADMIN)}
+    base_permissions = ["can_get", "can_info"]
+    base_filters = [["id", UtilityScopeFilter, lambda: None]]
+    list_columns = show_columns = ["id", "community.id", "community.name", "utility", "state",
+                                   "deadline", "fine_amount", "online_payment_enabled_at",
+                                   "maintenance_first", "no_new_lines", "comment"]
+
+
+class ProjectChargeApi(TenantModelRestApi):
+    """收费记录 over REST; `prohibited_fee` is computed, never sent."""
+
+    datamodel = SQLAInterface(ProjectCharge)
+    resource_name = "project_charge"
+    om_roles = {TENANT_ADMIN: API_WRITE, TENANT_STAFF: API_WRITE, UTILITY_STAFF: API_READ,
+                DISTRICT_VIEWER: API_READ, PLATFORM_ADMIN: API_READ}
+    base_filters = [["id", ChargeUtilityScopeFilter, lambda: None]]
+    list_columns = show_columns = ["id", "project.id", "name", "amount", "charged_by",
+                                   "paid_by", "charged_on", "document", "prohibited_fee",
+                                   "comment"]
+    add_columns = ["project", "name", "amount", "charged_by", "paid_by", "charged_on",
+                   "document", "comment"]
+    edit_columns = ["name", "amount", "charged_by", "paid_by", "charged_on", "document",
+                    "comment"]
+
+
 class ProgressView(BaseView):
     """改造进度: every project of the scope with its households' progress, overdue first."""
 
@@ -262,3 +293,5 @@ def onemeter_register_views(registrar: Any) -> None:
     registrar.add_view(RetrofitProjectView, "改造项目", category="改造程序",
                        icon="fa-wrench", category_icon="fa-list-ol")
     registrar.add_view(ProjectChargeView, "收费记录", category="改造程序", icon="fa-yen")
+    registrar.add_api(RetrofitProjectApi)
+    registrar.add_api(ProjectChargeApi)
