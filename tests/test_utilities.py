@@ -213,6 +213,15 @@ def test_account_numbers_are_checked_on_the_page_and_the_api(
         "meter_no": "sz2021000001".upper(), "rating": "DN15", "status": "installed"})
     assert good.status_code == 201, good.get_data(as_text=True)
     assert accounts_of(app, household) == [("water", "88000001")]
+    again = api.post("/api/v1/meter_account/", json={
+        "household": household, "utility": "water", "account_no": "88000002"})
+    assert again.status_code == 400 and "该住户已有供水户表" in again.get_json()["message"]
+    other = make_household(app, tenant_ids["pingdong"])
+    page = staff.post("/registry/accounts/add", data={
+        "household": str(other), "utility": "water", "account_no": "88000001",
+        "status": "surveyed"}, follow_redirects=True).get_data(as_text=True)
+    assert "户号 88000001 已登记在本办事处的另一户" in page
+    assert accounts_of(app, other) == []
 
 
 def test_utility_staff_see_their_utility_in_every_sub_district_and_nothing_else(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app, has_request_context
 from flask_appbuilder.models.sqla.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -49,8 +50,22 @@ class VisibleUtilityFilter(BaseFilter):
         return query.filter(self.model.utility.in_(visible_utilities(current_app.appbuilder.sm)))
 
 
+def _refuse_duplicates(item: MeterAccount, session: Any) -> None:
+    # The unique constraints are the guard; this says it in words a clerk understands.
+    household_id = item.household.id if item.household else item.household_id
+    same = sa.select(MeterAccount.id).where(MeterAccount.utility == item.utility)
+    if item.id is not None:
+        same = same.where(MeterAccount.id != item.id)
+    if session.execute(same.where(MeterAccount.household_id == household_id)).first():
+        raise ValueError(f"该住户已有{utility_label(item.utility)}户表，不能重复登记")
+    if item.account_no and session.execute(
+            same.where(MeterAccount.account_no == item.account_no)).first():
+        raise ValueError(f"户号 {item.account_no} 已登记在本办事处的另一户")
+
+
 def check_account(item: MeterAccount, sm: Any) -> None:
-    """Refuse (ValueError, Chinese) a utility not enabled here or a malformed number."""
+    """Refuse (ValueError, Chinese) a utility not enabled here, a malformed number, or an
+    account the household or the number already has."""
     item.utility = (item.utility or "").strip()
     spec = utility_spec(item.utility)
     if spec is None or item.utility not in visible_utilities(sm):
@@ -60,6 +75,7 @@ def check_account(item: MeterAccount, sm: Any) -> None:
     item.rating = (item.rating or "").strip() or None
     if item.rating and spec.rating_choices and item.rating not in spec.rating_choices:
         raise ValueError(f"{spec.rating_label}应为：{'、'.join(spec.rating_choices)}")
+    _refuse_duplicates(item, sm.session)
 
 
 _LABELS = {"household": "住户", "utility": "公用事业", "account_no": "户号",
