@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, abort, flash, g, redirect, request, url_for
+from flask import Response, abort, flash, g, redirect, request, send_file, url_for
 from flask_appbuilder import ModelRestApi, ModelView, expose, has_access
 from flask_appbuilder.fieldwidgets import Select2Widget
 from flask_appbuilder.forms import DynamicForm
@@ -43,6 +43,13 @@ from onemeter.security import (
     UTILITY_STAFF,
 )
 from onemeter.tenancy import current_scope
+from onemeter.uploads import (
+    UploadRefused,
+    limit_text,
+    mimetype_of,
+    resolve_key,
+    store_upload,
+)
 from onemeter.views import API_READ, API_WRITE, TenantModelRestApi, TenantModelView
 
 CATEGORY = "台账"
@@ -240,25 +247,110 @@ _HOUSEHOLD_LABELS = {"community": "小区", "building": "楼栋", "unit": "单�
                      "phone": "联系电话", "id_number": "身份证号", "opted_out": "自愿不改造",
                      "opted_out_at": "登记不改造时间", "optout_reason": "不改造原因",
                      "optout_letter": "书面承诺书"}
+#: Longest opt-out reason the column holds (om_household.optout_reason).
+_REASON_MAX = 500
 
 
 class HouseholdView(TenantModelView):
-    """住户: one row per dwelling; "三号楼二单元102室" and "3#-2-102" are the same household."""
+    """住户: one row per dwelling; "三号楼二单元102室" and "3#-2-102" are the same household.
+
+    The household page also takes the signed opt-out letter (不愿参与承诺书, PDF/JPG/PNG):
+    sub-district staff upload it (can_optout), whoever may see the household may open it.
+    """
 
     datamodel = SQLAInterface(Household)
     route_base = "/registry/households"
+    show_template = "onemeter/household_show.html"
+    om_roles = {TENANT_ADMIN: (*TenantModelView.om_roles[TENANT_ADMIN], "can_optout"),
+                TENANT_STAFF: (*TenantModelView.om_roles[TENANT_STAFF], "can_optout"),
+                DISTRICT_VIEWER: TenantModelView.om_roles[DISTRICT_VIEWER],
+                PLATFORM_ADMIN: TenantModelView.om_roles[PLATFORM_ADMIN]}
     list_title = show_title = add_title = edit_title = "住户"
     list_columns = ["community", "building", "unit", "room", "owner_name", "phone",
                     "opted_out"]
     show_columns = ["community", "building", "unit", "room", "natural_key", "owner_name",
-                    "phone", "id_number", "opted_out", "opted_out_at", "optout_reason"]
+                    "phone", "id_number", "opted_out", "opted_out_at", "optout_reason",
+                    "optout_letter"]
     add_columns = edit_columns = ["community", "building", "unit", "room", "owner_name",
                                   "phone", "id_number", "opted_out", "optout_reason"]
     search_columns = ["community", "building", "unit", "room", "owner_name", "opted_out"]
     label_columns = _HOUSEHOLD_LABELS
-    formatters_columns = {"opted_out": yes_no, "opted_out_at": local_datetime}
+    formatters_columns = {"opted_out": yes_no, "opted_out_at": local_datetime,
+                          "optout_letter": lambda key: "已上传" if key else "未上传"}
     base_order = ("id", "asc")
     add_form_extra_fields = edit_form_extra_fields = _flags(opted_out="自愿不改造")
+
+    def _household(self, pk: int) -> Household:
+        """The household `pk` as this user may read it: 404 for another tenant's."""
+        item = self.datamodel.get(pk, self._base_filters)
+        if item is None:
+            abort(404)
+        return item
+
+    @expose("/show/<pk>", methods=["GET"])
+    @has_access
+    def show(self, pk: Any) -> Any:
+        """The household, with its opt-out letter (link) and the upload form for staff."""
+        pk = self._deserialize_pk_if_composite(pk)
+        household = self._household(pk)
+        widgets = self._show(pk)
+        can_upload = (current_scope().write == household.tenant_id and
+                      self.appbuilder.sm.has_access("can_optout", self.class_permission_name))
+        return self.render_template(
+            self.show_template, pk=pk, title=self.show_title, widgets=widgets,
+            related_views=self._related_views, household=household, can_upload=can_upload,
+            reason_max=_REASON_MAX, max_size=limit_text())
+
+    @expose("/optout/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("optout")
+    def optout(self, pk: int) -> Response:
+        """上传不愿参与承诺书: store the letter, mark the household opted out (with reason)."""
+        household = self._household(pk)
+        if current_scope().write != household.tenant_id:
+            abort(403)  # visible (a read-only role) but not writable
+        back = redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+        upload = request.files.get("letter")
+        reason = (request.form.get("reason") or "").strip()
+        if upload is None or not upload.filename:
+            flash("请选择要上传的书面承诺书（PDF、JPG 或 PNG 文件）", "danger")
+            return back
+        if len(reason) > _REASON_MAX:
+            flash(f"不改造原因不能超过 {_REASON_MAX} 个字", "danger")
+            return back
+        try:
+            stored = store_upload(upload.stream, household.tenant_id)
+        except UploadRefused as exc:
+            flash(f"书面承诺书未上传：{exc}", "danger")
+            return back
+        household.opted_out = True
+        if reason:
+            household.optout_reason = reason
+        household.optout_letter = stored.key
+        self.datamodel.session.commit()
+        flash("已上传书面承诺书，该户已登记为自愿不改造", "success")
+        return back
+
+    @expose("/letter/<int:pk>", methods=["GET"])
+    @has_access
+    @permission_name("show")
+    def letter(self, pk: int) -> Response:
+        """The household's signed letter, inline, to whoever may see the household."""
+        household = self._household(pk)
+        key = household.optout_letter
+        try:
+            path = resolve_key(key, household.tenant_id)
+        except UploadRefused:
+            abort(404)
+        if not path.is_file():
+            abort(404)
+        mimetype = mimetype_of(key)
+        response = send_file(path, mimetype=mimetype, as_attachment=False,
+                             download_name=f"optout-letter-{pk}.{key.rsplit('.', 1)[-1]}",
+                             conditional=True, max_age=0)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
 
     def _refuse_duplicate(self, item: Household) -> None:
         # The unique constraint is the guard; this only says it in words a clerk understands.
