@@ -287,6 +287,45 @@ def users_create(username: str, role: str, tenant_code: str | None, utility: str
     click.echo(f"已创建用户 {username}")
 
 
+# --- demo data -----------------------------------------------------------------------------
+
+@main.group("demo")
+def demo_group() -> None:
+    """Demo data: a synthetic district at the plan's size (信平政办〔2021〕26号)."""
+
+
+@demo_group.command("load")
+@click.option("--seed", default=2021, show_default=True, help="random seed (same seed, same data)")
+@click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.01, 10.0),
+              help="1 = the plan's numbers; smaller for a quick try")
+@click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="the day the demo's history ends (default: today, Beijing)")
+def demo_load(seed: int, scale: float, today: Any) -> None:
+    """Load the demo district (synthetic names and numbers); a second run changes nothing."""
+    from onemeter.demo import load_demo
+
+    with acting_as(None, "cli:demo load"):
+        try:
+            report = load_demo(db.session, seed=seed, scale=scale,
+                               today=today.date() if today else None)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+    if report.loaded:
+        # Fresh statistics at once (the app role may not ANALYZE; the owner may), so the
+        # pages do not plan for empty tables until autovacuum comes round.
+        engine = _owner_engine()
+        if engine.dialect.name == "postgresql":
+            from onemeter.demo import DEMO_TABLES
+
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f"ANALYZE {', '.join(DEMO_TABLES)}")
+        engine.dispose()
+    for line in report.lines():
+        click.echo(line)
+
+
 # --- processes -----------------------------------------------------------------------------
 
 @main.command("init")
@@ -347,6 +386,7 @@ def run_all(host: str, port: int) -> None:
     me = [sys.executable, "-m", "onemeter.cli"]
     subprocess.run([*me, "init"], env=env, check=True)
     subprocess.run([*me, "users", "create-demo"], env=env, check=True)
+    subprocess.run([*me, "demo", "load"], env=env, check=True)
     web = subprocess.Popen([*me, "web", "--host", host, "--port", str(port)], env=env)
     worker = subprocess.Popen([*me, "worker"], env=env)
     children = [web, worker]
