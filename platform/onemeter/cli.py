@@ -374,7 +374,8 @@ def web(host: str, port: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
 def run_all(host: str, port: int) -> None:
-    """All-in-one: embedded Redis, migrate, tenants, demo users, web and worker; Ctrl-C stops."""
+    """All-in-one demo: embedded Redis, migrate, tenants, demo users and demo district, web and
+    worker; Ctrl-C stops. Production runs `onemeter web` (gunicorn) and `onemeter worker`."""
     from onemeter.config import load_config
     from onemeter.jobs import embedded_redis
 

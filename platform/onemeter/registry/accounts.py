@@ -100,7 +100,8 @@ class MeterAccountView(TenantModelView):
     edit_title = "修改户表"
     list_columns = _COLUMNS
     show_columns = add_columns = edit_columns = [*_COLUMNS, "note"]
-    search_columns = ["household", "utility", "account_no", "meter_no", "status",
+    # Not "household": its filter would list every household of the district in a drop-down.
+    search_columns = ["utility", "account_no", "meter_no", "rating", "status",
                       "online_payment_on"]
     label_columns = _LABELS
     description_columns = {"utility": "本办事处已启用的公用事业代码，如 water（供水）、"
