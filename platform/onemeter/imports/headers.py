@@ -1,0 +1,386 @@
+"""Finding the header of a ledger sheet and the rows that are data.
+
+Government ledgers put one or two merged title rows above the header ("平桥区一户一表改造工作
+台账", "填报单位：平桥办事处  填报日期：2021年8月1日"), sometimes a two-level header ("住址"
+merged over "小区 | 楼栋 | 单元 | 室号"; "户主姓名" merged down over the empty cell below it),
+and below the data 小计/合计 rows, repeated headers of a printed page and a 填表人/审核人
+footer. `locate_header` scores the first rows by how many cells resolve through the aliases and
+takes the best; `drop_non_data_rows` keeps the rows that are data, each with its spreadsheet row
+number (as Excel shows it, for error messages).
+
+Header text is compared after NFKC (full-width → half-width), without any whitespace or line
+break, without a leading "*" or trailing "*", "（必填）", "（选填）" or colon, ASCII lower-cased.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from onemeter.imports.reader import ImportFileError
+from onemeter.registry.normalize import normalize_part
+
+#: Header spellings of the household ledger's fields (canonical field → spellings).
+CORE_ALIASES: dict[str, tuple[str, ...]] = {
+    "community": ("小区", "小区名称", "小区名", "项目名称"),
+    "address": ("地址", "住址", "详细地址", "门牌地址"),
+    "building": ("楼栋", "楼号", "栋号", "幢"),
+    "unit": ("单元", "单元号"),
+    "room": ("室号", "房号", "门牌号", "户室号", "房间号"),
+    "owner_name": ("户主", "户主姓名", "业主", "业主姓名", "姓名"),
+    "phone": ("电话", "联系电话", "手机", "手机号", "联系方式"),
+    "id_number": ("身份证号", "身份证号码", "证件号码"),
+    "opted_out": ("是否自愿不改造", "不愿参与"),
+    "delivery_date": ("交付日期", "交房日期", "竣工日期"),
+}
+
+#: Chinese names of the core fields, for messages about a missing or doubled column.
+FIELD_NAMES: dict[str, str] = {
+    "community": "小区", "address": "地址", "building": "楼栋", "unit": "单元", "room": "室号",
+    "owner_name": "户主姓名", "phone": "联系电话", "id_number": "身份证号",
+    "opted_out": "是否自愿不改造", "delivery_date": "交付日期",
+}
+
+#: Rows scanned for the header.
+HEADER_SCAN_ROWS = 15
+#: First cells of a subtotal or total row.
+_TOTAL_WORDS = ("小计", "合计", "总计")
+#: Columns in which a 小计/合计 is looked for.
+_TOTAL_COLUMNS = 4
+#: Beginnings of footer rows (after NFKC and without spaces).
+_FOOTER_WORDS = ("填表人", "填报人", "制表人", "审核人", "审核:", "负责人", "单位负责人", "联系人:",
+                 "备注:", "说明:", "注:", "填表日期", "填报日期", "制表日期")
+
+_SPACES = re.compile(r"\s+")
+_MARKS = re.compile(r"^[*]+|(?:[*]|\((?:必填|选填|必填项|选填项|可选)\)|[:])+$")
+
+
+class HeaderNotFound(ImportFileError):
+    """No row near the top of the sheet looks like the ledger's header."""
+
+
+def header_key(value: Any) -> str:
+    """A header cell as compared with aliases: "联系电话\\n（必填）" → "联系电话", "＊姓 名" → "姓名"."""
+    if value is None:
+        return ""
+    text = _SPACES.sub("", unicodedata.normalize("NFKC", str(value)))
+    previous = None
+    while previous != text:
+        previous, text = text, _MARKS.sub("", text)
+    return text.lower()
+
+
+def merge_aliases(*tables: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
+    """CORE_ALIASES plus a plugin's (e.g. {"account_no": ("户号", "用户编号", "用电户号")}).
+
+    A spelling claimed by two different fields is a configuration error: ValueError.
+    """
+    merged: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for table in tables:
+        for canonical, spellings in table.items():
+            for spelling in spellings:
+                key = header_key(spelling)
+                if owner.setdefault(key, canonical) != canonical:
+                    raise ValueError(f"表头“{spelling}”同时对应了{owner[key]}和{canonical}两个字段")
+                if spelling not in merged.setdefault(canonical, []):
+                    merged[canonical].append(spelling)
+    return {canonical: tuple(spellings) for canonical, spellings in merged.items()}
+
+
+def _lookup(aliases: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    lookup: dict[str, str] = {}
+    for canonical, spellings in aliases.items():
+        for spelling in (canonical, *spellings):
+            key = header_key(spelling)
+            if lookup.setdefault(key, canonical) != canonical:
+                raise ValueError(f"表头“{spelling}”同时对应了{lookup[key]}和{canonical}两个字段")
+    return lookup
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    """Where the header is and what each column means. Indexes are 0-based into the rows."""
+
+    #: The (first) header row; `header_rows` has both rows of a two-level header.
+    header_row: int
+    header_rows: tuple[int, ...]
+    #: The first row after the header.
+    data_start: int
+    #: canonical field → column index.
+    columns: dict[str, int]
+    #: canonical field → the header as the sheet writes it ("住址/室号"), for messages.
+    labels: dict[str, str]
+    #: column index → header text of the columns no alias matched (序号, 备注, …).
+    unmapped: dict[int, str]
+    #: canonical field → further columns with the same meaning (the first one is used).
+    duplicates: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Fields taken from a hidden column (no visible column had them).
+    hidden_fields: tuple[str, ...] = ()
+
+    @property
+    def spreadsheet_row(self) -> int:
+        """The header's row number as Excel shows it (1-based)."""
+        return self.header_row + 1
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return _SPACES.sub(" ", str(value)).strip()
+
+
+def _row_texts(rows: Sequence[Sequence[Any]], index: int, width: int) -> list[str]:
+    row = rows[index] if index < len(rows) else ()
+    return [_text(row[c]) if c < len(row) else "" for c in range(width)]
+
+
+def _candidate(labels: dict[int, tuple[str, list[str]]], lookup: dict[str, str],
+               hidden: Collection[int]) -> tuple[dict[str, int], dict[str, str], dict[int, str],
+                                                 dict[str, tuple[int, ...]], tuple[str, ...]]:
+    """Map columns → fields; visible columns first, so a hidden helper column never wins."""
+    columns: dict[str, int] = {}
+    shown: dict[str, str] = {}
+    unmapped: dict[int, str] = {}
+    extra: dict[str, list[int]] = {}
+    from_hidden: list[str] = []
+    order = sorted(labels, key=lambda c: (c in hidden, c))
+    for c in order:
+        label, keys = labels[c]
+        canonical = next((lookup[k] for k in keys if k in lookup), None)
+        if canonical is None:
+            unmapped[c] = label
+        elif canonical in columns:
+            extra.setdefault(canonical, []).append(c)
+        else:
+            columns[canonical] = c
+            shown[canonical] = label
+            if c in hidden:
+                from_hidden.append(canonical)
+    return (columns, shown, dict(sorted(unmapped.items())),
+            {k: tuple(v) for k, v in extra.items()}, tuple(from_hidden))
+
+
+def _single_labels(texts: list[str]) -> dict[int, tuple[str, list[str]]]:
+    return {c: (t, [header_key(t)]) for c, t in enumerate(texts) if t}
+
+
+def _two_level_labels(upper: list[str], lower: list[str], top: int,
+                      merged: Sequence[tuple[int, int, int, int]]
+                      ) -> dict[int, tuple[str, list[str]]] | None:
+    """Combine a top row spanning several columns with the row below it, or None when the top
+    row spans nothing (then the pair is not a two-level header)."""
+    width = len(upper)
+    parent = [""] * width
+    spans = False
+    for first_row, first_col, last_row, last_col in merged:
+        if first_row == top and last_row == top and last_col > first_col and upper[first_col]:
+            for c in range(first_col, min(last_col, width - 1) + 1):
+                parent[c] = upper[first_col]
+            if sum(1 for c in range(first_col, min(last_col, width - 1) + 1) if lower[c]) >= 2:
+                spans = True
+    # Without merge information (CSV, or a writer that lost it): a top cell followed by empty
+    # top cells, with labels below all of them, spans those columns.
+    c = 0
+    while c < width:
+        if upper[c] and lower[c] and not parent[c]:
+            end = c + 1
+            while end < width and not upper[end] and lower[end] and not parent[end]:
+                end += 1
+            if end - c >= 2:
+                for k in range(c, end):
+                    parent[k] = upper[c]
+                spans = True
+            c = end
+        else:
+            c += 1
+    if not spans:
+        return None
+    labels: dict[int, tuple[str, list[str]]] = {}
+    for c in range(width):
+        up, low, over = upper[c], lower[c], parent[c] or upper[c]
+        if low:
+            shown = f"{over}/{low}" if over and over != low else low
+            labels[c] = (shown, [header_key(low), header_key(over + low)])
+        elif up:
+            labels[c] = (up, [header_key(up)])  # merged down over the empty cell below
+    return labels
+
+
+def locate_header(rows: Sequence[Sequence[Any]], aliases: Mapping[str, Iterable[str]], *,
+                  merged: Sequence[tuple[int, int, int, int]] = (),
+                  hidden: Collection[int] | None = None, scan_rows: int = HEADER_SCAN_ROWS,
+                  min_fields: int = 2) -> HeaderMatch:
+    """The header among the first `scan_rows` rows: the row (or pair of rows, for a two-level
+    header) whose cells resolve to the most distinct fields through `aliases`.
+
+    `merged` and `hidden` come from `RawSheet.merged` / `RawSheet.hidden_columns`. Ties go to
+    the single row, then to the higher row. Fewer than `min_fields` fields → HeaderNotFound.
+    """
+    lookup = _lookup(aliases)
+    hidden = frozenset(hidden or ())
+    width = max((len(row) for row in rows[:scan_rows + 1]), default=0)
+    texts = [_row_texts(rows, i, width) for i in range(min(len(rows), scan_rows + 1))]
+    best: tuple[tuple[int, int, int], HeaderMatch] | None = None
+    for i in range(min(len(rows), scan_rows)):
+        options = [((i,), _single_labels(texts[i]))]
+        if i + 1 < len(texts):
+            pair = _two_level_labels(texts[i], texts[i + 1], i, merged)
+            if pair is not None:
+                options.append(((i, i + 1), pair))
+        for used, labels in options:
+            columns, shown, unmapped, duplicates, from_hidden = _candidate(labels, lookup, hidden)
+            score = (len(columns), -len(used), -i)
+            if best is None or score > best[0]:
+                best = (score, HeaderMatch(
+                    header_row=used[0], header_rows=used, data_start=used[-1] + 1,
+                    columns=columns, labels=shown, unmapped=unmapped, duplicates=duplicates,
+                    hidden_fields=from_hidden))
+    if best is None or len(best[1].columns) < min_fields:
+        wanted = "、".join(FIELD_NAMES.get(k, k) for k in list(aliases)[:8])
+        found = ""
+        if best is not None and best[1].columns:
+            found = (f"最接近的是第{best[1].spreadsheet_row}行，只认出了"
+                     f"“{'、'.join(best[1].labels.values())}”。")
+        raise HeaderNotFound(
+            f"在表格前{scan_rows}行中没有找到表头：至少要有{min_fields}列的列名能对应到"
+            f"{wanted}等字段。{found}请检查是否选错了工作表，或把列名改成常用写法")
+    return best[1]
+
+
+@dataclass(frozen=True)
+class DataRows:
+    """The data rows of a sheet, each with its spreadsheet row number (1-based)."""
+
+    row_numbers: list[int]
+    rows: list[list[Any]]
+    #: (row number, reason) of every row dropped below the header.
+    skipped: list[tuple[int, str]]
+
+
+def _filled(value: Any) -> bool:
+    return not (value is None or (isinstance(value, str) and not value.strip()))
+
+
+def _compact(value: Any) -> str:
+    return _SPACES.sub("", unicodedata.normalize("NFKC", _text(value)))
+
+
+def _is_total(row: Sequence[Any]) -> bool:
+    cells = [_compact(v) for v in row[:_TOTAL_COLUMNS]]
+    return any(cell.startswith(_TOTAL_WORDS) for cell in cells)
+
+
+def _is_footer(first: str) -> bool:
+    return first.startswith(_FOOTER_WORDS)
+
+
+def _is_column_numbers(row: Sequence[Any]) -> bool:
+    """A "栏次" row under the header: 1, 2, 3, … in its filled cells and nothing else."""
+    values = [v for v in row if _filled(v)]
+    if len(values) < 4:
+        return False
+    try:
+        numbers = [float(_compact(v)) for v in values]
+    except ValueError:
+        return False
+    return numbers == [float(n) for n in range(1, len(values) + 1)]
+
+
+def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> DataRows:
+    """The rows below the header that are data.
+
+    Dropped, each with its reason: blank rows and rows where no mapped column has a value
+    (a template's pre-numbered empty rows), 小计/合计/总计 rows (such a word in the first four
+    columns), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
+    numbers right under the header, and footer rows (填表人/审核人/备注：…).
+    """
+    header_keys: dict[int, set[str]] = {}
+    for c in header.columns.values():
+        keys = {header_key(rows[r][c]) for r in header.header_rows if c < len(rows[r])}
+        header_keys[c] = {k for k in keys if k}
+    label_keys = {c: {header_key(part) for part in header.labels[f].split("/")}
+                  for f, c in header.columns.items()}
+    mapped = list(header.columns.values())
+    need = max(2, (len(mapped) + 1) // 2)
+    numbers: list[int] = []
+    kept: list[list[Any]] = []
+    skipped: list[tuple[int, str]] = []
+    for index in range(header.data_start, len(rows)):
+        row = rows[index]
+        number = index + 1
+        first = next((v for v in row if _filled(v)), None)
+        if first is None:
+            skipped.append((number, "空行"))
+            continue
+        if _is_footer(_compact(first)):
+            skipped.append((number, "表尾（填表人/审核人/备注）"))
+            continue
+        if _is_total(row):
+            skipped.append((number, "小计/合计行"))
+            continue
+        same = sum(1 for c in mapped if c < len(row) and header_key(row[c])
+                   and header_key(row[c]) in header_keys[c] | label_keys[c])
+        if mapped and same >= need:
+            skipped.append((number, "重复的表头"))
+            continue
+        if index == header.data_start and _is_column_numbers(row):
+            skipped.append((number, "栏次行（列序号）"))
+            continue
+        if mapped and not any(c < len(row) and _filled(row[c]) for c in mapped):
+            skipped.append((number, "空行（只有序号等未识别的列）"))
+            continue
+        numbers.append(number)
+        kept.append(list(row))
+    return DataRows(row_numbers=numbers, rows=kept, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses in one cell
+
+_NUM = "0-9零〇○一二两三四五六七八九十百"
+_ADDRESS_WITH_COUNTERS = (
+    rf"^(?P<community>.*?)\s*"
+    rf"(?P<building>[{_NUM}A-Za-z]+)\s*(?:号楼|栋|幢|座|#|号|楼)\s*[-—]?\s*"
+    rf"(?:(?P<unit>[{_NUM}A-Za-z]+)\s*(?:单元|[-—]))?\s*"
+    rf"(?P<room>[{_NUM}A-Za-z]+)\s*(?:室|号|户)?$"
+)
+_ADDRESS_DASHED = (
+    r"^(?P<community>.*?)\s*"
+    r"(?P<building>[0-9]+[A-Za-z]?)\s*[-—#]\s*"
+    r"(?:(?P<unit>[0-9]+)\s*[-—]\s*)?"
+    r"(?P<room>[0-9]+[A-Za-z]?)\s*室?$"
+)
+_PARTS = ("building", "unit", "room")
+
+
+def split_address(series: pd.Series) -> pd.DataFrame:
+    """Split addresses into community / building / unit / room, vectorized (`str.extract`).
+
+    "桂园小区3号楼2单元102室", "桂园小区 3-2-102", "桂园小区三栋二单元102" and "3#2-102"
+    all give building "3", unit "2", room "102" (the last with no community). Parts are
+    normalized like the registry's household key; an address that fits no form gives None in
+    every column (the caller reports it). The index is kept.
+    """
+    text = (series.astype("string").fillna("").str.normalize("NFKC")
+            .str.replace(r"\s+", " ", regex=True).str.strip())
+    found = text.str.extract(_ADDRESS_WITH_COUNTERS)
+    dashed = text.str.extract(_ADDRESS_DASHED)
+    use_dashed = found["room"].isna() & dashed["room"].notna()
+    found = found.mask(use_dashed, dashed, axis=0)
+    result = pd.DataFrame(index=series.index)
+    community = found["community"].str.replace(r"[\s,，、:：-]+$", "", regex=True).str.strip()
+    result["community"] = community.where(community.str.len() > 0).astype(object)
+    for part in _PARTS:
+        values = found[part]
+        uniques = values.dropna().unique()
+        mapping = {value: normalize_part(value) or None for value in uniques}
+        result[part] = values.map(mapping).astype(object)
+    return result.where(result.notna(), None)

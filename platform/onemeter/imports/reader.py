@@ -1,0 +1,869 @@
+"""Reading an uploaded spreadsheet into rows of cell values, refusing hostile or broken files.
+
+`read_table` decides the type from the CONTENT (a zip is an .xlsx/.xlsm or .ods workbook, an
+OLE2 compound file is an .xls workbook, anything else must be UTF-8 / GBK / GB18030 text, i.e. a
+CSV) and refuses a file whose extension says otherwise. Every refusal is one `ImportFileError`
+whose `str()` is a Chinese sentence for the clerk; no other exception leaves this module for a
+bad file, and memory stays bounded:
+
+- the file is read up to `max_bytes` + 1 bytes, never more;
+- a zip is checked before anything parses it: member count, the declared uncompressed sizes
+  (total and per-member compression ratio), then every member is decompressed once as a stream
+  (1 MiB at a time) to count the real size and verify its CRC, and every XML part is searched
+  for `<!DOCTYPE` / `<!ENTITY` (calamine does not resolve entities, but no spreadsheet program
+  writes them, so a file that has them was made by hand and is refused);
+- python-calamine turns a sheet into a DENSE range from its first to its last value cell, so a
+  few kilobytes with one value in XFD1048576 ask it for 17 billion cells: the process aborts
+  (Rust allocation failure, not a Python exception). So before calamine reads a sheet, the
+  sheet's extent is measured from the raw file: for .xlsx the declared `<dimension>` and every
+  cell reference in the sheet XML (a regular-expression scan of the decompressed stream); for
+  .xls the row/column of every cell record in the BIFF stream (a small compound-file reader);
+  for .ods the repeated rows and columns of content.xml. Extents over `max_cells` cells or
+  `max_rows` rows are refused before calamine allocates anything.
+
+Row 0 of `RawSheet.rows` is spreadsheet row 1 and column 0 is column A (calamine is asked not
+to skip the empty area), so `index + 1` is the row number Excel shows.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import posixpath
+import re
+import struct
+import zipfile
+import zlib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from defusedxml import ElementTree as SafeET
+from python_calamine import CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
+
+#: Extension → the kind of content it promises.
+_EXTENSION_KINDS = {".xlsx": "xlsx", ".xlsm": "xlsx", ".xls": "xls", ".ods": "ods", ".csv": "csv"}
+_KIND_NAMES = {"xlsx": "新版Excel（.xlsx）", "xls": "旧版Excel（.xls）",
+               "ods": "OpenDocument表格（.ods）", "csv": "CSV文本"}
+_KIND_EXTENSIONS = {"xlsx": ".xlsx", "xls": ".xls", "ods": ".ods", "csv": ".csv"}
+
+#: Default limit on data rows of one sheet (a district ledger has tens of thousands).
+DEFAULT_MAX_ROWS = 200_000
+#: More members than this in one workbook zip is not a spreadsheet a person made.
+MAX_ZIP_MEMBERS = 10_000
+#: A member may compress at most this well (ordinary sheet XML compresses 5–30 times).
+MAX_COMPRESSION_RATIO = 100
+#: The ratio is checked on members larger than this; below it the size limit alone suffices.
+_RATIO_FLOOR = 1024 * 1024
+_CHUNK = 1024 * 1024
+_SCAN_CHUNK = 4 * 1024 * 1024
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_CFB_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")
+_ODS_MIMETYPE = b"application/vnd.oasis.opendocument.spreadsheet"
+_XML_SUFFIXES = (".xml", ".rels", ".vml")
+_DTD_MARKERS = tuple(
+    text.encode(enc) for text in ("<!doctype", "<!entity")
+    for enc in ("ascii", "utf-16-le", "utf-16-be"))
+_NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_NS_REL_DOC = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
+
+#: Broken-file advice shared by several refusals.
+_RESAVE = "请用Excel或WPS打开后重新保存，再上传"
+
+
+class ImportFileError(ValueError):
+    """A file that cannot be imported; `str()` says why, in Chinese, for the clerk."""
+
+
+@dataclass(frozen=True)
+class RawSheet:
+    """One sheet as read: cell values as python-calamine returns them (str, float, int, bool,
+    datetime/date/time/timedelta; "" for an empty cell). CSV cells are str.
+
+    `rows[0]` is spreadsheet row 1 and `rows[r][0]` is column A; every row has `width` cells.
+    """
+
+    rows: list[list[Any]]
+    sheet_name: str
+    #: Hidden columns (0-based), from `<col hidden="1">` of an .xlsx; None when the format
+    #: does not say (.xls, .ods, .csv).
+    hidden_columns: frozenset[int] | None
+    #: "xlsx" (also .xlsm), "xls", "ods" or "csv".
+    source_kind: str
+    #: Merged ranges, 0-based and inclusive: (first_row, first_col, last_row, last_col).
+    merged: tuple[tuple[int, int, int, int], ...] = ()
+    #: The text encoding a CSV was decoded with ("utf-8-sig", "utf-8", "gbk", "gb18030").
+    encoding: str | None = None
+    #: Names of the visible worksheets of the workbook, in order (the CSV has one).
+    sheet_names: tuple[str, ...] = field(default=())
+
+    @property
+    def height(self) -> int:
+        return len(self.rows)
+
+    @property
+    def width(self) -> int:
+        return len(self.rows[0]) if self.rows else 0
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_bytes: int
+    max_uncompressed_bytes: int
+    max_cells: int
+    max_rows: int
+
+
+def read_table(source: str | os.PathLike[str] | bytes | bytearray | IO[bytes], filename: str, *,
+               max_bytes: int, max_uncompressed_bytes: int, max_cells: int,
+               max_rows: int = DEFAULT_MAX_ROWS, sheet: str | None = None) -> RawSheet:
+    """Read the first visible worksheet with data (or `sheet`) of an uploaded file.
+
+    `source` is a path, the bytes, or a binary file object; `filename` is the name the clerk
+    uploaded (only its extension is used, and only to be compared with the content).
+    Raises `ImportFileError` for anything that is not a readable, reasonably sized table.
+    """
+    limits = _Limits(max_bytes, max_uncompressed_bytes, max_cells, max_rows)
+    extension = _extension(filename)
+    data = _read_bounded(source, max_bytes)
+    try:
+        kind = _content_kind(data, extension)
+        if kind == "csv":
+            return _read_csv(data, limits)
+        return _read_workbook(data, kind, limits, sheet, extension)
+    except ImportFileError:
+        raise
+    except MemoryError as exc:
+        raise ImportFileError("文件太大，读取时内存不足，请拆分成几个较小的文件后分批导入") from exc
+    except BaseException as exc:  # noqa: B036 — pyo3's PanicException derives from BaseException
+        if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        raise ImportFileError(f"文件已损坏或格式异常，无法读取（{_short(exc)}）。{_RESAVE}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes and type
+
+
+def _extension(filename: str) -> str:
+    ext = Path(filename or "").suffix.lower()
+    if ext not in _EXTENSION_KINDS:
+        shown = ext or "（无扩展名）"
+        raise ImportFileError(f"不支持的文件类型“{shown}”：请上传.xlsx、.xls、.ods或.csv文件")
+    return ext
+
+
+def _read_bounded(source: Any, max_bytes: int) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read(max_bytes + 1)
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ImportFileError(_too_big(max_bytes))
+            with path.open("rb") as fh:
+                data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImportFileError("读取上传的文件失败，请重新上传") from exc
+    if not data:
+        raise ImportFileError("文件是空的（0字节），请检查是否选错了文件")
+    if len(data) > max_bytes:
+        raise ImportFileError(_too_big(max_bytes))
+    return data
+
+
+def _too_big(max_bytes: int) -> str:
+    return f"文件太大：超过{_size(max_bytes)}的上限，请拆分成几个文件后分批导入"
+
+
+def _content_kind(data: bytes, extension: str) -> str:
+    """What the bytes are ("xlsx", "xls", "ods", "csv"), refused when the extension disagrees."""
+    expected = _EXTENSION_KINDS[extension]
+    if data.startswith(_ZIP_MAGIC):
+        kind = "zip"
+    elif data.startswith(_CFB_MAGIC):
+        kind = "xls"
+    else:
+        kind = "csv"
+    if kind == "csv":
+        if expected != "csv":
+            raise ImportFileError(_not_a_workbook(data))
+        return "csv"
+    if expected == "csv":
+        raise ImportFileError(
+            f"扩展名是.csv，但文件内容是Excel工作簿；请把扩展名改回{'.xls' if kind == 'xls' else '.xlsx'}"
+            "，或在Excel中“另存为”CSV后再上传")
+    if kind == "zip":
+        return "zip"  # xlsx or ods: decided (and compared with the extension) inside the zip
+    if expected != "xls":
+        raise ImportFileError(
+            f"文件内容是旧版Excel（.xls）格式，但扩展名是{extension}；请把扩展名改为.xls，"
+            "或在Excel中另存为.xlsx后再上传")
+    return "xls"
+
+
+def _not_a_workbook(data: bytes) -> str:
+    head = data[:512].lstrip(codecs.BOM_UTF8).lstrip().lower()
+    if head.startswith((b"<html", b"<!doctype html", b"<table", b"<meta")):
+        return ("文件内容不是Excel表格，而是网页（HTML），只是扩展名像Excel（常见于从网上系统导出的表）；"
+                "请用Excel或WPS打开后另存为.xlsx再上传")
+    if head.startswith(b"<?xml"):
+        return ("文件内容不是Excel表格，而是XML文本（可能是“XML电子表格2003”格式）；"
+                "请用Excel或WPS打开后另存为.xlsx再上传")
+    if data.startswith(b"%PDF"):
+        return "文件内容不是Excel表格，而是PDF文档；请上传Excel台账文件"
+    return "文件内容不是Excel表格，可能是改了扩展名的文本文件；请上传用Excel或WPS保存的原始文件"
+
+
+# ---------------------------------------------------------------------------------------------
+# Workbooks (calamine)
+
+
+def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
+                   extension: str) -> RawSheet:
+    parts: dict[str, str] = {}
+    zf: zipfile.ZipFile | None = None
+    if kind == "zip":
+        zf = _open_zip(data, limits)
+        kind = _zip_kind(zf)
+        if kind != _EXTENSION_KINDS[extension]:
+            raise ImportFileError(
+                f"文件内容是{_KIND_NAMES[kind]}格式，但扩展名是{extension}；请把扩展名改为"
+                f"{_KIND_EXTENSIONS[kind]}，或在Excel中另存为.xlsx后再上传")
+        if kind == "ods":
+            _check_ods_extent(zf, limits)
+        else:
+            parts = _xlsx_sheet_parts(zf)
+    else:
+        _check_xls(data, limits)
+
+    try:
+        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except Exception as exc:
+        raise ImportFileError(_broken(kind, exc)) from exc
+    with book:
+        metas = book.sheets_metadata
+        visible = [m.name for m in metas
+                   if m.typ == SheetTypeEnum.WorkSheet and m.visible == SheetVisibleEnum.Visible]
+        if sheet is not None:
+            if sheet not in [m.name for m in metas]:
+                listed = "、".join(visible) or "（无）"
+                raise ImportFileError(f"文件中没有名为“{sheet}”的工作表；文件中的工作表：{listed}")
+            names = [sheet]
+        else:
+            names = visible
+        if not names:
+            raise ImportFileError("工作簿里没有可见的工作表，没有可导入的内容")
+        for name in names:
+            hidden: frozenset[int] | None = None
+            if kind == "xlsx":
+                part = parts.get(name)
+                if part is None or zf is None or part not in zf.namelist():
+                    raise ImportFileError(f"工作表“{name}”在文件中找不到对应的数据部分，文件可能已损坏。{_RESAVE}")
+                hidden = _check_xlsx_sheet(zf, part, name, limits)
+            try:
+                calamine_sheet = book.get_sheet_by_name(name)
+                rows = calamine_sheet.to_python(skip_empty_area=False, nrows=limits.max_rows + 1)
+                merged = tuple((a[0], a[1], b[0], b[1])
+                               for a, b in (calamine_sheet.merged_cell_ranges or ()))
+            except Exception as exc:
+                raise ImportFileError(_broken(kind, exc)) from exc
+            if len(rows) > limits.max_rows:
+                raise ImportFileError(_too_many_rows(name, limits.max_rows))
+            if not any(_filled(value) for row in rows for value in row):
+                continue
+            width = len(rows[0])
+            if hidden is not None:
+                hidden = frozenset(c for c in hidden if c < width)
+            return RawSheet(rows=rows, sheet_name=name, hidden_columns=hidden, source_kind=kind,
+                            merged=merged, sheet_names=tuple(visible))
+    which = f"工作表“{sheet}”" if sheet is not None else "所有可见的工作表"
+    raise ImportFileError(f"{which}都是空的，没有可导入的行")
+
+
+def _broken(kind: str, exc: BaseException) -> str:
+    return f"{_KIND_NAMES[kind]}文件已损坏或不完整，无法读取（{_short(exc)}）。{_RESAVE}"
+
+
+def _too_many_rows(name: str, max_rows: int) -> str:
+    return f"工作表“{name}”超过{max_rows:,}行的上限，请拆分成几个文件后分批导入"
+
+
+def _filled(value: Any) -> bool:
+    return not (value is None or (isinstance(value, str) and not value.strip()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Zip containers (.xlsx, .xlsm, .ods)
+
+
+def _open_zip(data: bytes, limits: _Limits) -> zipfile.ZipFile:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            struct.error) as exc:
+        raise ImportFileError(
+            f"文件已损坏或不完整（压缩包无法打开：{_short(exc)}），可能是上传中断或文件只复制了一部分。"
+            f"{_RESAVE}") from exc
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise ImportFileError(f"文件内部包含{len(infos):,}个部分，不是正常的Excel工作簿，已拒绝")
+    if any(info.flag_bits & 0x1 for info in infos):
+        raise ImportFileError("文件有密码保护，请在Excel中去掉密码后再上传")
+    declared = sum(info.file_size for info in infos)
+    if declared > limits.max_uncompressed_bytes:
+        raise ImportFileError(_bomb(f"解压后共{_size(declared)}", limits))
+    for info in infos:
+        if (info.file_size > _RATIO_FLOOR
+                and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)):
+            ratio = info.file_size // max(info.compress_size, 1)
+            raise ImportFileError(_bomb(
+                f"其中“{info.filename}”压缩了{ratio:,}倍（{_size(info.compress_size)}解压成"
+                f"{_size(info.file_size)}）", limits))
+    # Decompress everything once as a stream: the real size (declared sizes can lie; zipfile
+    # stops at the declared size and then checks the CRC), and no DTD in any XML part.
+    total = 0
+    for info in infos:
+        is_xml = info.filename.lower().endswith(_XML_SUFFIXES)
+        for chunk in _member_chunks(zf, info, _CHUNK):
+            total += len(chunk)
+            if total > limits.max_uncompressed_bytes:
+                raise ImportFileError(_bomb(f"解压后超过{_size(total)}", limits))
+            if is_xml:
+                _refuse_dtd(chunk, info.filename)
+    return zf
+
+
+def _member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int,
+                   overlap: int = 32) -> Iterator[bytes]:
+    """A member's bytes in chunks; each chunk starts with the last `overlap` bytes of the one
+    before, so a marker split between two reads is still seen whole."""
+    tail = b""
+    try:
+        with zf.open(info) as fh:
+            while True:
+                block = fh.read(size)
+                if not block:
+                    return
+                yield tail + block
+                tail = block[-overlap:] if overlap else b""
+    except ImportFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
+            NotImplementedError, struct.error) as exc:
+        raise ImportFileError(
+            f"文件已损坏或不完整（“{info.filename}”无法解压：{_short(exc)}）。{_RESAVE}") from exc
+
+
+def _refuse_dtd(chunk: bytes, part: str) -> None:
+    lowered = chunk.lower()
+    if any(marker in lowered for marker in _DTD_MARKERS):
+        raise ImportFileError(
+            f"文件的“{part}”部分含有DOCTYPE/ENTITY声明（XML外部实体）。Excel和WPS保存的文件不会有这种声明，"
+            "这通常是人为构造的恶意文件；虽然本系统读取时不会解析实体，为安全起见仍拒绝导入")
+
+
+def _bomb(what: str, limits: _Limits) -> str:
+    return (f"文件解压后异常庞大（{what}，上限{_size(limits.max_uncompressed_bytes)}），"
+            "可能是恶意构造的“压缩炸弹”，已拒绝；如确是正常台账，请拆分后分批导入")
+
+
+def _zip_kind(zf: zipfile.ZipFile) -> str:
+    names = set(zf.namelist())
+    if "mimetype" in names:
+        with zf.open("mimetype") as fh:
+            mimetype = fh.read(200).strip()
+        if mimetype == _ODS_MIMETYPE:
+            if "content.xml" not in names:
+                raise ImportFileError(f"ODS表格缺少content.xml，文件已损坏。{_RESAVE}")
+            return "ods"
+    if "[Content_Types].xml" in names and any(n.startswith("xl/") for n in names):
+        return "xlsx"
+    if any(n.startswith("word/") for n in names):
+        raise ImportFileError("文件内容是Word文档，不是Excel表格；请上传Excel台账文件")
+    if any(n.startswith("ppt/") for n in names):
+        raise ImportFileError("文件内容是PowerPoint演示文稿，不是Excel表格；请上传Excel台账文件")
+    raise ImportFileError("文件内容是一个压缩包，但不是Excel工作簿；请上传用Excel或WPS保存的表格")
+
+
+def _xml(zf: zipfile.ZipFile, part: str) -> Any:
+    """Parse a small XML part (workbook, relationships) with defusedxml, DTDs forbidden."""
+    try:
+        with zf.open(part) as fh:
+            return SafeET.fromstring(fh.read(), forbid_dtd=True)
+    except KeyError as exc:
+        raise ImportFileError(f"工作簿缺少“{part}”部分，文件已损坏。{_RESAVE}") from exc
+    except ImportFileError:
+        raise
+    except Exception as exc:
+        raise ImportFileError(f"工作簿的“{part}”部分无法解析（{_short(exc)}）。{_RESAVE}") from exc
+
+
+def _rels(zf: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]]:
+    """Relationship id → (type, target resolved to a part name) of `part`."""
+    folder, name = posixpath.split(part)
+    rels_part = posixpath.join(folder, "_rels", name + ".rels")
+    if rels_part not in zf.namelist():
+        return {}
+    result = {}
+    for rel in _xml(zf, rels_part).iter(f"{{{_NS_PKG_REL}}}Relationship"):
+        target = rel.get("Target", "")
+        if rel.get("TargetMode") == "External":
+            continue
+        resolved = target.lstrip("/") if target.startswith("/") else posixpath.normpath(
+            posixpath.join(folder, target))
+        result[rel.get("Id", "")] = (rel.get("Type", ""), resolved)
+    return result
+
+
+def _xlsx_sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
+    """Sheet name → the part holding its XML, from the package and workbook relationships."""
+    workbook = "xl/workbook.xml"
+    for rel_type, target in _rels(zf, "").values():
+        if rel_type.endswith("/officeDocument"):
+            workbook = target
+    rels = _rels(zf, workbook)
+    parts = {}
+    for sheet in _xml(zf, workbook).iter(f"{{{_NS_MAIN}}}sheet"):
+        rel = rels.get(sheet.get(f"{{{_NS_REL_DOC}}}id", ""))
+        if rel:
+            parts[sheet.get("name", "")] = rel[1]
+    return parts
+
+
+# Cells are scanned on raw bytes. Every writer seen (Excel, WPS, LibreOffice, openpyxl, POI,
+# SheetJS) writes `<c r="B7" ...>` with r first; then one findall of non-self-closing cells
+# (a self-closing <c/> has no value and calamine skips cells without a value) gives every
+# position. A buffer where the count of `<c r="` differs from the count of cell tags (r later,
+# r missing, odd spacing) is walked tag by tag instead: slower, same bounds.
+_ROW_OR_CELL = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
+_REF_ATTR = re.compile(rb"(?<![\w:])r\s*=\s*[\"']\$?([A-Z]{0,3})\$?([0-9]{0,7})[\"']")
+_DIMENSION = re.compile(r"^\$?([A-Z]{1,3})\$?([0-9]{1,7})(?::\$?([A-Z]{1,3})\$?([0-9]{1,7}))?$")
+_ROOT_PREFIX = re.compile(rb"<([\w.-]+:)?worksheet[\s>]")
+
+
+@dataclass(frozen=True)
+class _CellPatterns:
+    ref_start: bytes  # b'<c r="' (or b'<x:c r="')
+    space_start: bytes  # b'<c '
+    odd_start: re.Pattern[bytes]  # <c>, <c/>, <c\t...: cells the fast path cannot place
+    valued: re.Pattern[bytes]  # non-self-closing cells with r first: (letters, digits)
+
+    @classmethod
+    def for_prefix(cls, prefix: bytes) -> _CellPatterns:
+        tag = b"<" + re.escape(prefix) + b"c"
+        return cls(
+            ref_start=b"<" + prefix + b'c r="', space_start=b"<" + prefix + b"c ",
+            odd_start=re.compile(tag + rb"[>/\t\r\n]"),
+            valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^>]*(?<!/)>'))
+
+
+@dataclass
+class _Extent:
+    """The furthest row and column (1-based) holding a value, as the scan goes."""
+
+    name: str
+    limits: _Limits
+    max_row: int = 0
+    max_col: int = 0
+    row: int = 0  # the current row while walking rows without r=
+
+    def add(self, row: int, col: int) -> None:
+        if row > self.max_row:
+            self.max_row = row
+        if col > self.max_col:
+            self.max_col = col
+        if self.max_row > self.limits.max_rows:
+            raise ImportFileError(_too_many_rows(self.name, self.limits.max_rows))
+        if self.max_row * self.max_col > self.limits.max_cells:
+            raise ImportFileError(
+                f"工作表“{self.name}”的内容一直延伸到第{self.max_row:,}行、第{self.max_col:,}列"
+                f"（{_column_letters(self.max_col)}{self.max_row}），读取需要"
+                f"{self.max_row * self.max_col:,}个单元格，超过{self.limits.max_cells:,}的上限；"
+                "通常是表格很远处有零星内容，请删除多余的行和列后重新保存，或拆分后分批导入")
+
+
+def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
+                      limits: _Limits) -> frozenset[int]:
+    """Refuse a sheet whose declared or real extent is too large; return its hidden columns."""
+    hidden: set[int] = set()
+    try:
+        with zf.open(part) as fh:
+            for seen, (_event, element) in enumerate(
+                    SafeET.iterparse(fh, events=("start",), forbid_dtd=True)):
+                tag = element.tag.rsplit("}", 1)[-1]
+                if seen > 100_000:
+                    raise ImportFileError(
+                        f"工作表“{name}”在数据之前有异常多的设置项，文件已损坏或是人为构造的。{_RESAVE}")
+                if tag == "dimension":
+                    _check_dimension(element.get("ref", ""), name, limits)
+                elif tag == "col" and element.get("hidden") in ("1", "true"):
+                    first = int(element.get("min", "0"))
+                    last = min(int(element.get("max", "0")), 16384)
+                    hidden.update(range(max(first, 1) - 1, max(last, 0)))
+                elif tag == "sheetData":
+                    break
+    except ImportFileError:
+        raise
+    except Exception as exc:
+        raise ImportFileError(f"工作表“{name}”的数据无法解析（{_short(exc)}）。{_RESAVE}") from exc
+
+    extent = _Extent(name, limits)
+    carry = b""
+    patterns: _CellPatterns | None = None
+    info = zf.getinfo(part)
+    for chunk in _member_chunks(zf, info, _SCAN_CHUNK, overlap=0):
+        buffer = carry + chunk
+        if patterns is None:
+            root = _ROOT_PREFIX.search(buffer[:65536])
+            patterns = _CellPatterns.for_prefix(root.group(1) or b"" if root else b"")
+        cut = buffer.rfind(b"<")  # every tag before the last "<" is complete
+        if cut <= 0:
+            carry = buffer
+            continue
+        _scan_cells(buffer[:cut], extent, patterns)
+        carry = buffer[cut:]
+        if len(carry) > _SCAN_CHUNK:
+            raise ImportFileError(f"工作表“{name}”中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
+    _scan_cells(carry, extent, patterns or _CellPatterns.for_prefix(b""))
+    return frozenset(hidden)
+
+
+def _check_dimension(ref: str, name: str, limits: _Limits) -> None:
+    match = _DIMENSION.match(ref.strip().upper())
+    if not match:
+        return  # calamine ignores a dimension it cannot read; the cell scan decides
+    first_col, first_row, last_col, last_row = match.groups()
+    # Rows are read from spreadsheet row 1 and column A, so the extent counts from there.
+    rows = int(last_row or first_row)
+    cols = _column_number(last_col or first_col)
+    if rows * cols > limits.max_cells:
+        raise ImportFileError(
+            f"工作表“{name}”声明的范围是{ref}（{rows:,}行×{cols:,}列，共{rows * cols:,}个单元格），"
+            f"超过{limits.max_cells:,}个单元格的上限，读取前已拒绝；"
+            "请删除多余的行和列后重新保存，或拆分后分批导入")
+    if rows > limits.max_rows:
+        raise ImportFileError(_too_many_rows(name, limits.max_rows) + f"（工作表声明的范围是{ref}）")
+
+
+def _scan_cells(buffer: bytes, extent: _Extent, patterns: _CellPatterns) -> None:
+    if not buffer:
+        return
+    if (buffer.count(patterns.ref_start) == buffer.count(patterns.space_start)
+            and patterns.odd_start.search(buffer) is None):
+        refs = patterns.valued.findall(buffer)
+        if refs:
+            rows = max(map(int, {row for _, row in refs}))
+            cols = max(_column_number(col.decode()) for col in {col for col, _ in refs})
+            extent.add(rows, cols)
+            extent.row = max(extent.row, rows)
+        return
+    col = 0
+    for match in _ROW_OR_CELL.finditer(buffer):
+        tag, attrs, closed = match.group(1), match.group(2), match.group(3)
+        ref = _REF_ATTR.search(attrs)
+        if tag == b"row":
+            extent.row = int(ref.group(2)) if ref and ref.group(2) else extent.row + 1
+            col = 0
+            continue
+        if ref and ref.group(1):
+            col = _column_number(ref.group(1).decode())
+            row = int(ref.group(2)) if ref.group(2) else extent.row
+        else:
+            col, row = col + 1, extent.row
+        if not closed:
+            extent.add(max(row, 1), col)
+
+
+def _column_number(letters: str) -> int:
+    number = 0
+    for ch in letters:
+        number = number * 26 + (ord(ch) - 64)
+    return number
+
+
+def _column_letters(number: int) -> str:
+    letters = ""
+    while number > 0:
+        number, rem = divmod(number - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+# ODS: content.xml holds every table; calamine expands repeated rows and columns at open time.
+_ODS_TOKEN = re.compile(
+    rb"<(/?)(?:[\w.-]+:)?(table|table-row|table-cell|covered-table-cell)(?=[\s/>])([^>]*?)(/?)>")
+_ODS_NAME = re.compile(rb"(?<![\w.-])(?:[\w.-]+:)?name\s*=\s*[\"']([^\"']*)[\"']")
+_ODS_ROWS = re.compile(rb"number-rows-repeated\s*=\s*[\"']([0-9]{1,12})[\"']")
+_ODS_COLS = re.compile(rb"number-columns-repeated\s*=\s*[\"']([0-9]{1,12})[\"']")
+
+
+def _check_ods_extent(zf: zipfile.ZipFile, limits: _Limits) -> None:
+    state: dict[str, Any] = {"extent": None, "row": 0, "col": 0, "repeat": 1}
+
+    def walk(buffer: bytes) -> None:
+        for match in _ODS_TOKEN.finditer(buffer):
+            end, tag, attrs, closed = match.groups()
+            if tag == b"table":
+                if not end:
+                    name = _ODS_NAME.search(attrs)
+                    label = name.group(1).decode("utf-8", "replace") if name else "?"
+                    state.update(extent=_Extent(label, limits), row=0, col=0, repeat=1)
+                continue
+            extent = state["extent"]
+            if extent is None:
+                continue
+            if tag == b"table-row":
+                if end:
+                    state["row"] += state["repeat"]
+                    continue
+                repeat = _ODS_ROWS.search(attrs)
+                state.update(repeat=int(repeat.group(1)) if repeat else 1, col=0)
+                if closed:
+                    state["row"] += state["repeat"]
+                continue
+            if end:
+                continue
+            repeat = _ODS_COLS.search(attrs)
+            state["col"] += int(repeat.group(1)) if repeat else 1
+            if not closed or b"value-type" in attrs:
+                # The last row of a repeated row group, the last column of a repeated cell.
+                extent.add(state["row"] + state["repeat"], state["col"])
+
+    carry = b""
+    for chunk in _member_chunks(zf, zf.getinfo("content.xml"), _SCAN_CHUNK, overlap=0):
+        buffer = carry + chunk
+        cut = buffer.rfind(b"<")
+        if cut <= 0:
+            carry = buffer
+            continue
+        walk(buffer[:cut])
+        carry = buffer[cut:]
+        if len(carry) > _SCAN_CHUNK:
+            raise ImportFileError(f"ODS表格中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
+    walk(carry)
+
+
+# ---------------------------------------------------------------------------------------------
+# .xls: an OLE2 compound file holding a BIFF "Workbook" stream
+
+
+_FREE, _END_OF_CHAIN = 0xFFFFFFFF, 0xFFFFFFFE
+#: BIFF cell records that carry a value: FORMULA, NUMBER, LABEL, BOOLERR, RK, LABELSST, RSTRING.
+_BIFF_CELLS = frozenset((0x0006, 0x0203, 0x0204, 0x0205, 0x027E, 0x00FD, 0x00D6))
+_BIFF_MULRK, _BIFF_BOF, _BIFF_EOF, _BIFF_BOUNDSHEET = 0x00BD, 0x0809, 0x000A, 0x0085
+
+
+def _check_xls(data: bytes, limits: _Limits) -> None:
+    """Refuse an .xls that is truncated, encrypted, not a workbook, or whose sheets reach too
+    far (calamine reads every sheet of an .xls at open time, each as a dense range)."""
+    stream = _cfb_workbook_stream(data)
+    names: dict[int, str] = {}
+    stack: list[_Extent | None] = []  # substreams nest (a chart inside a worksheet)
+    current: _Extent | None = None
+    pos, end = 0, len(stream)
+    while pos + 4 <= end:
+        rtype, length = struct.unpack_from("<HH", stream, pos)
+        body = pos + 4
+        if body + length > end:
+            raise ImportFileError(_truncated_xls("工作簿数据在记录中间结束"))
+        if rtype == _BIFF_BOF:
+            stack.append(current)
+            current = _Extent(names.get(pos, "?"), limits) if pos > 0 else None
+        elif rtype == _BIFF_EOF:
+            current = stack.pop() if stack else None
+        elif rtype == _BIFF_BOUNDSHEET and length >= 8:
+            offset = struct.unpack_from("<I", stream, body)[0]
+            names[offset] = _boundsheet_name(stream[body + 6:body + length])
+        elif current is not None and length >= 4 and rtype in _BIFF_CELLS:
+            row, col = struct.unpack_from("<HH", stream, body)
+            current.add(row + 1, col + 1)
+        elif current is not None and rtype == _BIFF_MULRK and length >= 6:
+            row = struct.unpack_from("<H", stream, body)[0]
+            last = struct.unpack_from("<H", stream, body + length - 2)[0]
+            current.add(row + 1, last + 1)
+        pos = body + length
+
+
+def _boundsheet_name(raw: bytes) -> str:
+    if len(raw) < 2:
+        return "?"
+    count, flags = raw[0], raw[1]
+    if flags & 0x1:
+        return raw[2:2 + 2 * count].decode("utf-16-le", "replace")
+    return raw[2:2 + count].decode("latin-1")
+
+
+def _truncated_xls(detail: str) -> str:
+    return (f"旧版Excel（.xls）文件已损坏或不完整（{detail}），可能是上传中断或文件只复制了一部分。"
+            f"{_RESAVE}")
+
+
+def _cfb_workbook_stream(data: bytes) -> bytes:
+    """The "Workbook" (BIFF8) or "Book" (BIFF5) stream of an OLE2 compound file, read with
+    every chain bounded by the file's own sector count (no loops, no reads past the end)."""
+    if len(data) < 512:
+        raise ImportFileError(_truncated_xls("文件头不完整"))
+    (major, _order, shift, mini_shift) = struct.unpack_from("<HHHH", data, 0x1A)
+    if shift not in (9, 12) or mini_shift != 6:
+        raise ImportFileError(_truncated_xls("文件头无效"))
+    sector_size = 1 << shift
+    n_fat, dir_start = struct.unpack_from("<II", data, 0x2C)
+    cutoff, minifat_start, n_minifat, difat_start, n_difat = struct.unpack_from("<IIIII", data, 0x38)
+    n_sectors = (len(data) - sector_size) // sector_size + (1 if len(data) % sector_size else 0)
+    per_sector = sector_size // 4
+
+    def sector(index: int) -> bytes:
+        offset = (index + 1) * sector_size
+        if index >= n_sectors or offset >= len(data):
+            raise ImportFileError(_truncated_xls("数据扇区超出了文件末尾"))
+        # Some writers cut the last sector short; read it as zero-padded.
+        return data[offset:offset + sector_size].ljust(sector_size, b"\0")
+
+    difat = [s for s in struct.unpack_from("<109I", data, 0x4C) if s not in (_FREE, _END_OF_CHAIN)]
+    next_difat, seen = difat_start, 0
+    while next_difat not in (_FREE, _END_OF_CHAIN) and seen < min(n_difat, n_sectors):
+        entries = struct.unpack(f"<{per_sector}I", sector(next_difat))
+        difat.extend(s for s in entries[:-1] if s not in (_FREE, _END_OF_CHAIN))
+        next_difat, seen = entries[-1], seen + 1
+    if n_fat > n_sectors or len(difat) < n_fat:
+        raise ImportFileError(_truncated_xls("分配表不完整"))
+    fat = array("I")
+    for index in difat[:n_fat]:
+        fat.frombytes(sector(index))
+
+    def chain(start: int, table: array, fetch: Any, limit: int) -> bytes:
+        out, index, steps = [], start, 0
+        while index not in (_END_OF_CHAIN, _FREE):
+            if index >= len(table) or steps >= limit:
+                raise ImportFileError(_truncated_xls("数据链断裂"))
+            out.append(fetch(index))
+            index, steps = table[index], steps + 1
+        return b"".join(out)
+
+    directory = chain(dir_start, fat, sector, n_sectors)
+    entries = []
+    for offset in range(0, len(directory) - 127, 128):
+        entry = directory[offset:offset + 128]
+        name_len = min(struct.unpack_from("<H", entry, 0x40)[0], 64)
+        name = entry[:max(name_len - 2, 0)].decode("utf-16-le", "replace")
+        kind = entry[0x42]
+        start = struct.unpack_from("<I", entry, 0x74)[0]
+        size = struct.unpack_from("<Q", entry, 0x78)[0]
+        if major == 3:
+            size &= 0xFFFFFFFF
+        entries.append((name, kind, start, size))
+    if not entries:
+        raise ImportFileError(_truncated_xls("目录为空"))
+    by_name = {name.lower(): (kind, start, size) for name, kind, start, size in entries}
+    if "encryptedpackage" in by_name or "encryptioninfo" in by_name:
+        raise ImportFileError("文件有密码保护，请在Excel中去掉密码后再上传")
+    found = by_name.get("workbook") or by_name.get("book")
+    if found is None or found[0] != 2:
+        if "worddocument" in by_name:
+            raise ImportFileError("文件内容是旧版Word文档（.doc），不是Excel表格；请上传Excel台账文件")
+        raise ImportFileError("文件是Office复合文档，但其中没有Excel工作簿数据；请上传用Excel或WPS保存的表格")
+    _kind, start, size = found
+    if size > len(data) * 2:
+        raise ImportFileError(_truncated_xls("工作簿数据的长度无效"))
+    if size < cutoff:
+        root_start = entries[0][2]
+        ministream = chain(root_start, fat, sector, n_sectors)
+        minifat = array("I", chain(minifat_start, fat, sector, n_sectors)) if n_minifat else array("I")
+        mini_size = 1 << mini_shift
+
+        def mini(index: int) -> bytes:
+            offset = index * mini_size
+            if offset + mini_size > len(ministream):
+                raise ImportFileError(_truncated_xls("小数据块超出范围"))
+            return ministream[offset:offset + mini_size]
+
+        stream = chain(start, minifat, mini, len(minifat))
+    else:
+        stream = chain(start, fat, sector, n_sectors)
+    if len(stream) < size:
+        raise ImportFileError(_truncated_xls("工作簿数据比声明的短"))
+    return stream[:size]
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    if data.startswith(codecs.BOM_UTF8):
+        try:
+            return data[len(codecs.BOM_UTF8):].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError as exc:
+            raise ImportFileError("文件开头标明是UTF-8编码，但内容有无效字符，文件可能已损坏") from exc
+    for encoding in ("utf-8", "gbk", "gb18030"):
+        try:
+            return data.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    raise ImportFileError("无法识别文件的文字编码（不是UTF-8、GBK或GB18030），也不是Excel表格；"
+                          "请在Excel中另存为.xlsx或“CSV UTF-8（逗号分隔）”后上传")
+
+
+def _read_csv(data: bytes, limits: _Limits) -> RawSheet:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ImportFileError("文件是UTF-16编码的文本（Excel的“Unicode文本”），请在Excel中另存为“CSV UTF-8（逗号分隔）”后上传")
+    if b"\x00" in data[:65536]:
+        raise ImportFileError("文件内容不是文本表格（含有二进制数据），也不是Excel工作簿；请上传.xlsx、.xls或.csv文件")
+    text, encoding = _decode(data)
+    sample = text[:65536]
+    stripped = sample.lstrip().lower()
+    if stripped.startswith(("<html", "<!doctype", "<table", "<?xml")):
+        raise ImportFileError("扩展名是.csv，但内容是网页或XML，不是CSV表格；请用Excel打开后另存为.xlsx再上传")
+    delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+    rows: list[list[str]] = []
+    width = 0
+    cells = 0
+    try:
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            rows.append(row)
+            cells += len(row)
+            if len(row) > width:
+                width = len(row)
+            if len(rows) > limits.max_rows:
+                raise ImportFileError(_too_many_rows("CSV", limits.max_rows))
+            if cells > limits.max_cells or len(rows) * width > limits.max_cells:
+                raise ImportFileError(
+                    f"CSV文件超过{limits.max_cells:,}个单元格的上限（第{len(rows):,}行时已有"
+                    f"{width:,}列），请拆分后分批导入")
+    except csv.Error as exc:
+        raise ImportFileError(f"CSV文件格式错误（{_short(exc)}），请在Excel中重新另存为CSV后上传") from exc
+    while rows and not any(cell.strip() for cell in rows[-1]):
+        rows.pop()
+    if not rows:
+        raise ImportFileError("CSV文件中没有内容（只有空行）")
+    for row in rows:
+        if len(row) < width:
+            row.extend([""] * (width - len(row)))
+    return RawSheet(rows=rows, sheet_name="CSV", hidden_columns=None, source_kind="csv",
+                    encoding=encoding, sheet_names=("CSV",))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value >= 10 else f"{value:.1f} {unit}"
+    return f"{n} 字节"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if len(text) <= 120 else text[:117] + "…"
