@@ -37,16 +37,21 @@ def main() -> None:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
+        contexts: dict = {}  # one signed-in browser per user: logins are rate-limited
         for name, user, path in SHOTS:
-            context = browser.new_context(viewport={"width": 1280, "height": 760},
-                                          locale="zh-CN")
-            page = context.new_page()
-            if user:
-                page.goto(f"{BASE}/login/")
-                page.fill("input[name=username]", user)
-                page.fill("input[name=password]", PASSWORD)
-                page.click("input[type=submit], button[type=submit]")
-                page.wait_for_load_state("networkidle")
+            if user not in contexts:
+                context = browser.new_context(viewport={"width": 1280, "height": 760},
+                                              locale="zh-CN")
+                if user:
+                    login = context.new_page()
+                    login.goto(f"{BASE}/login/")
+                    login.fill("input[name=username]", user)
+                    login.fill("input[name=password]", PASSWORD)
+                    login.click("input[type=submit], button[type=submit]")
+                    login.wait_for_load_state("networkidle")
+                    login.close()
+                contexts[user] = context
+            page = contexts[user].new_page()
             page.goto(f"{BASE}{path.split('?')[0]}")
             page.wait_for_load_state("networkidle")
             if path.endswith("?start-demo"):  # start the demo job and let the worker finish it
@@ -61,6 +66,8 @@ def main() -> None:
                 page.click("table.om-progress a:has-text('待专营单位查验')")
                 page.wait_for_load_state("networkidle")
             page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project"))
+            page.close()
+        for context in contexts.values():
             context.close()
         browser.close()
     print(f"screenshots in {OUT}")

@@ -105,6 +105,7 @@ class RetrofitProjectView(TenantModelView):
                                       "electricity（供电）"}
     formatters_columns = {
         "state": state_label, "deadline": local_date, "fine_amount": money,
+        "comment": lambda v: v or "",
         "online_payment_enabled_at": local_datetime,
         "utility": utility_label,
         "maintenance_first": lambda v: "" if v is None else yes_no(v),
