@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import struct
 import subprocess
 import sys
 import textwrap
@@ -134,6 +135,64 @@ def in_subprocess(path: Path, filename: str) -> str:
     return done.stdout
 
 
+def compound_file(streams: dict[str, bytes]) -> bytes:
+    """A minimal OLE2 compound file (512-byte sectors, one FAT sector): streams of 4096 bytes
+    or more in regular sectors, smaller ones in the mini stream, as Excel 97-2003 stores them."""
+    size, free, end = 512, 0xFFFFFFFF, 0xFFFFFFFE
+    fat, sectors, minifat, mini_data, entries = [0xFFFFFFFD, end], [], [], b"", []
+
+    def chain(start: int, count: int) -> list[int]:
+        return [start + k + 1 if k < count - 1 else end for k in range(count)]
+
+    def place(data: bytes) -> int:
+        start = 2 + len(sectors)
+        chunks = [data[i:i + size].ljust(size, b"\0") for i in range(0, len(data), size)]
+        fat.extend(chain(start, len(chunks)))
+        sectors.extend(chunks)
+        return start
+
+    for name, data in streams.items():
+        if len(data) >= 4096:
+            entries.append((name, 2, place(data), len(data)))
+        else:
+            count = -(-len(data) // 64)
+            entries.append((name, 2, len(minifat), len(data)))
+            minifat.extend(chain(len(minifat), count))
+            mini_data += data.ljust(count * 64, b"\0")
+    root_start = place(mini_data) if mini_data else end
+    minifat_start = place(struct.pack(f"<{len(minifat)}I", *minifat)) if minifat else end
+
+    def entry(name: str, kind: int, start: int, length: int) -> bytes:
+        raw = name.encode("utf-16-le") + b"\0\0"
+        return (raw.ljust(64, b"\0") + struct.pack("<HBB", len(raw), kind, 1)
+                + struct.pack("<III", free, free, 1 if kind == 5 else free) + bytes(36)
+                + struct.pack("<IQ", start, length))
+
+    directory = entry("Root Entry", 5, root_start, len(mini_data))
+    directory += b"".join(entry(*e) for e in entries)
+    header = (bytes.fromhex("D0CF11E0A1B11AE1") + bytes(16)
+              + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + bytes(6)
+              + struct.pack("<9I", 0, 1, 1, 0, 4096, minifat_start, 1 if minifat else 0, end, 0)
+              + struct.pack("<I", 0) + b"\xff" * (4 * 108))
+    fat_sector = struct.pack(f"<{len(fat)}I", *fat).ljust(size, b"\xff")
+    return header + fat_sector + directory.ljust(size, b"\0") + b"".join(sectors)
+
+
+def biff_workbook(*cells: tuple[int, int]) -> bytes:
+    """A BIFF8 Workbook stream: globals naming one sheet "台账", the sheet with NUMBER cells."""
+    def record(kind: int, body: bytes) -> bytes:
+        return struct.pack("<HH", kind, len(body)) + body
+    name = "台账".encode("utf-16-le")
+    boundsheet_len = 4 + 6 + 2 + len(name)
+    sheet_at = 20 + boundsheet_len + 4
+    globals_ = (record(0x0809, bytes(16))
+                + record(0x0085, struct.pack("<IBBBB", sheet_at, 0, 0, 2, 1) + name)
+                + record(0x000A, b""))
+    assert len(globals_) == sheet_at
+    body = b"".join(record(0x0203, struct.pack("<HHHd", r, c, 0, 1.0)) for r, c in cells)
+    return globals_ + record(0x0809, bytes(16)) + body + record(0x000A, b"")
+
+
 # --------------------------------------------------------------------------------------------
 # Good files
 
@@ -174,6 +233,17 @@ def test_ledger_data_rows_keep_spreadsheet_row_numbers():
     assert [row[1] for row in data.rows] == ["张三", "李 四", "王五"]
     assert dict(data.skipped) == {6: "空行", 8: "小计/合计行", 9: "重复的表头", 11: "空行",
                                   12: "小计/合计行", 13: "表尾（填表人/审核人/备注）"}
+    # Only the first four columns count for 小计/合计: a data row may say 合计 in its notes.
+    rows = [list(row) for row in sheet.rows]
+    rows[4][11] = "合计两户"
+    assert drop_non_data_rows(rows, header).row_numbers == [5, 7, 10]
+
+
+def test_hidden_column_is_used_when_no_visible_column_has_the_field():
+    """Clerks hide the ID column before printing; it is still the ledger's ID column."""
+    rows = [["小区", "室号", "户主姓名", "身份证号"], ["桂园小区", "102", "张三", "x"]]
+    header = locate_header(rows, CORE_ALIASES, hidden={3})
+    assert header.columns["id_number"] == 3 and header.hidden_fields == ("id_number",)
 
 
 def test_header_without_merge_information_is_inferred():
@@ -455,6 +525,24 @@ def test_styled_empty_cells_far_away_do_not_count():
 def test_far_corner_xls(tmp_path):
     out = in_subprocess(FIXTURES / "far_corner.xls", "台账.xls")
     assert "第65,536行、第256列（IV65536）" in out
+
+
+def test_far_corner_in_a_small_xls_stream():
+    """A workbook stream under 4096 bytes lives in the compound file's mini stream."""
+    data = compound_file({"Workbook": biff_workbook((0, 0), (65535, 255))})
+    assert "工作表“台账”的内容一直延伸到第65,536行、第256列" in refused(data, "台账.xls")
+    large = compound_file({"Workbook": biff_workbook(*[(r, 0) for r in range(400)],
+                                                      (30000, 200))})
+    assert "第30,001行、第201列" in refused(large, "台账.xls")
+
+
+def test_password_protected_and_other_office_files():
+    encrypted = compound_file({"EncryptionInfo": b"\x04" * 200,
+                               "EncryptedPackage": b"\x00" * 5000})
+    assert refused(encrypted, "台账.xlsx") == "文件有密码保护，请在Excel中去掉密码后再上传"
+    assert refused(encrypted, "台账.xls") == "文件有密码保护，请在Excel中去掉密码后再上传"
+    word = compound_file({"WordDocument": b"\x00" * 600})
+    assert refused(word, "台账.xls").startswith("文件内容是旧版Word文档（.doc）")
 
 
 def test_ods_repeated_rows_bomb():

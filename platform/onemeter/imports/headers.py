@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from onemeter.imports.reader import ImportFileError
@@ -273,15 +274,6 @@ def _compact(value: Any) -> str:
     return _SPACES.sub("", unicodedata.normalize("NFKC", _text(value)))
 
 
-def _is_total(row: Sequence[Any]) -> bool:
-    cells = [_compact(v) for v in row[:_TOTAL_COLUMNS]]
-    return any(cell.startswith(_TOTAL_WORDS) for cell in cells)
-
-
-def _is_footer(first: str) -> bool:
-    return first.startswith(_FOOTER_WORDS)
-
-
 def _is_column_numbers(row: Sequence[Any]) -> bool:
     """A "栏次" row under the header: 1, 2, 3, … in its filled cells and nothing else."""
     values = [v for v in row if _filled(v)]
@@ -294,52 +286,76 @@ def _is_column_numbers(row: Sequence[Any]) -> bool:
     return numbers == [float(n) for n in range(1, len(values) + 1)]
 
 
+def _strings(column: pd.Series) -> pd.Series:
+    """Cells as trimmed strings ("" for empty), vectorized."""
+    values = column.astype(object)
+    return values.where(values.notna(), "").astype(str).str.strip()
+
+
+_TOTAL_PATTERN = r"(?:小\s*计|合\s*计|总\s*计)"
+
+
 def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> DataRows:
-    """The rows below the header that are data.
+    """The rows below the header that are data (vectorized over the rows with pandas/numpy).
 
     Dropped, each with its reason: blank rows and rows where no mapped column has a value
     (a template's pre-numbered empty rows), 小计/合计/总计 rows (such a word in the first four
     columns), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
     numbers right under the header, and footer rows (填表人/审核人/备注：…).
     """
-    header_keys: dict[int, set[str]] = {}
-    for c in header.columns.values():
-        keys = {header_key(rows[r][c]) for r in header.header_rows if c < len(rows[r])}
-        header_keys[c] = {k for k in keys if k}
-    label_keys = {c: {header_key(part) for part in header.labels[f].split("/")}
-                  for f, c in header.columns.items()}
-    mapped = list(header.columns.values())
-    need = max(2, (len(mapped) + 1) // 2)
-    numbers: list[int] = []
-    kept: list[list[Any]] = []
-    skipped: list[tuple[int, str]] = []
-    for index in range(header.data_start, len(rows)):
-        row = rows[index]
-        number = index + 1
-        first = next((v for v in row if _filled(v)), None)
-        if first is None:
-            skipped.append((number, "空行"))
-            continue
-        if _is_footer(_compact(first)):
-            skipped.append((number, "表尾（填表人/审核人/备注）"))
-            continue
-        if _is_total(row):
-            skipped.append((number, "小计/合计行"))
-            continue
-        same = sum(1 for c in mapped if c < len(row) and header_key(row[c])
-                   and header_key(row[c]) in header_keys[c] | label_keys[c])
-        if mapped and same >= need:
-            skipped.append((number, "重复的表头"))
-            continue
-        if index == header.data_start and _is_column_numbers(row):
-            skipped.append((number, "栏次行（列序号）"))
-            continue
-        if mapped and not any(c < len(row) and _filled(row[c]) for c in mapped):
-            skipped.append((number, "空行（只有序号等未识别的列）"))
-            continue
-        numbers.append(number)
-        kept.append(list(row))
-    return DataRows(row_numbers=numbers, rows=kept, skipped=skipped)
+    start = header.data_start
+    below = rows[start:]
+    if not below:
+        return DataRows(row_numbers=[], rows=[], skipped=[])
+    width = max(map(len, below))
+    if width == 0:
+        return DataRows(row_numbers=[], rows=[],
+                        skipped=[(n, "空行") for n in range(start + 1, len(rows) + 1)])
+    if min(map(len, below)) < width:
+        below = [list(row) + [""] * (width - len(row)) for row in below]
+    body = pd.DataFrame(below, dtype=object)
+    strings = {c: _strings(body[c]) for c in body.columns}
+    filled = np.column_stack([(strings[c] != "").to_numpy() for c in body.columns])
+    blank = ~filled.any(axis=1)
+    first_at = filled.argmax(axis=1)
+    first = pd.Series(body.to_numpy(dtype=object)[np.arange(len(body)), first_at])
+    first = _strings(first).str.normalize("NFKC").str.replace(r"\s+", "", regex=True)
+    footer = first.str.startswith(_FOOTER_WORDS).to_numpy()
+    total = np.zeros(len(body), dtype=bool)
+    for c in list(body.columns)[:_TOTAL_COLUMNS]:
+        total |= strings[c].str.match(_TOTAL_PATTERN).to_numpy(dtype=bool)
+
+    mapped = [c for c in header.columns.values() if c < width]
+    repeated = np.zeros(len(body), dtype=bool)
+    unmapped_only = np.zeros(len(body), dtype=bool)
+    if mapped:
+        same = np.zeros(len(body), dtype=np.int64)
+        for canonical, c in header.columns.items():
+            if c >= width:
+                continue
+            cells = [rows[r][c] for r in header.header_rows if c < len(rows[r])]
+            known = {str(v).strip() for v in cells if v is not None}
+            known |= {_text(v) for v in cells} | {header_key(v) for v in cells}
+            known |= {header_key(part) for part in header.labels[canonical].split("/")}
+            known.discard("")
+            same += strings[c].isin(known).to_numpy(dtype=bool)
+        repeated = same >= max(2, (len(header.columns) + 1) // 2)
+        unmapped_only = ~filled[:, mapped].any(axis=1)
+    numbering = np.zeros(len(body), dtype=bool)
+    numbering[0] = _is_column_numbers(below[0])
+
+    reason = np.full(len(body), None, dtype=object)
+    for mask, text in ((unmapped_only, "空行（只有序号等未识别的列）"), (numbering, "栏次行（列序号）"),
+                       (repeated, "重复的表头"), (total, "小计/合计行"),
+                       (footer, "表尾（填表人/审核人/备注）"), (blank, "空行")):
+        reason[mask] = text  # later rules take precedence
+    numbers = np.arange(start + 1, start + 1 + len(body))
+    dropped = np.not_equal(reason, None)
+    keep = np.flatnonzero(~dropped)
+    return DataRows(
+        row_numbers=numbers[keep].tolist(),
+        rows=[list(rows[start + i]) for i in keep.tolist()],
+        skipped=list(zip(numbers[dropped].tolist(), reason[dropped].tolist(), strict=True)))
 
 
 # ---------------------------------------------------------------------------------------------

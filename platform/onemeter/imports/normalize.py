@@ -234,9 +234,9 @@ def frame_from_rows(data: DataRows, header: HeaderMatch) -> pd.DataFrame:
     index = pd.Index(data.row_numbers, name="row", dtype="int64")
     if not data.rows:
         return pd.DataFrame({f: pd.Series(dtype=object) for f in fields}, index=index)
-    width = max(header.columns.values()) + 1
-    frame = pd.DataFrame([row[:width] + [""] * (width - len(row)) for row in data.rows],
-                         index=index, dtype=object)
+    frame = pd.DataFrame(data.rows, index=index, dtype=object)
+    width = max(frame.shape[1], max(header.columns.values()) + 1)
+    frame = frame.reindex(columns=range(width))  # short rows and absent columns: missing
     picked = frame.iloc[:, [header.columns[f] for f in fields]]
     picked.columns = fields
     return picked

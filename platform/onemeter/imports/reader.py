@@ -75,6 +75,7 @@ _NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
 
 #: Broken-file advice shared by several refusals.
 _RESAVE = "请用Excel或WPS打开后重新保存，再上传"
+_PASSWORD = "文件有密码保护，请在Excel中去掉密码后再上传"
 
 
 class ImportFileError(ValueError):
@@ -205,6 +206,12 @@ def _content_kind(data: bytes, extension: str) -> str:
     if kind == "zip":
         return "zip"  # xlsx or ods: decided (and compared with the extension) inside the zip
     if expected != "xls":
+        # A password-protected .xlsx is an OLE2 file holding an EncryptedPackage stream.
+        try:
+            _cfb_workbook_stream(data)
+        except ImportFileError as exc:
+            if str(exc) == _PASSWORD:
+                raise
         raise ImportFileError(
             f"文件内容是旧版Excel（.xls）格式，但扩展名是{extension}；请把扩展名改为.xls，"
             "或在Excel中另存为.xlsx后再上传")
@@ -318,7 +325,7 @@ def _open_zip(data: bytes, limits: _Limits) -> zipfile.ZipFile:
     if len(infos) > MAX_ZIP_MEMBERS:
         raise ImportFileError(f"文件内部包含{len(infos):,}个部分，不是正常的Excel工作簿，已拒绝")
     if any(info.flag_bits & 0x1 for info in infos):
-        raise ImportFileError("文件有密码保护，请在Excel中去掉密码后再上传")
+        raise ImportFileError(_PASSWORD)
     declared = sum(info.file_size for info in infos)
     if declared > limits.max_uncompressed_bytes:
         raise ImportFileError(_bomb(f"解压后共{_size(declared)}", limits))
@@ -766,7 +773,7 @@ def _cfb_workbook_stream(data: bytes) -> bytes:
         raise ImportFileError(_truncated_xls("目录为空"))
     by_name = {name.lower(): (kind, start, size) for name, kind, start, size in entries}
     if "encryptedpackage" in by_name or "encryptioninfo" in by_name:
-        raise ImportFileError("文件有密码保护，请在Excel中去掉密码后再上传")
+        raise ImportFileError(_PASSWORD)
     found = by_name.get("workbook") or by_name.get("book")
     if found is None or found[0] != 2:
         if "worddocument" in by_name:
