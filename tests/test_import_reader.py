@@ -332,6 +332,10 @@ def test_path_and_file_object_sources(tmp_path):
     assert read(path, "台账.xlsx").rows[1] == ["桂园小区", 102.0]
     assert read(io.BytesIO(small_xlsx()), "台账.XLSX").rows[1] == ["桂园小区", 102.0]
     assert read(small_xlsx(), "台账.xlsm").source_kind == "xlsx"
+    closed = io.BytesIO(small_xlsx())
+    closed.close()
+    assert refused(closed, "台账.xlsx") == "读取上传的文件失败，请重新上传"  # type: ignore[arg-type]
+    assert refused(tmp_path / "missing.xlsx", "台账.xlsx") == "读取上传的文件失败，请重新上传"
 
 
 def test_ods_reads():

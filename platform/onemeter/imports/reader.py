@@ -164,7 +164,10 @@ def _read_bounded(source: Any, max_bytes: int) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif hasattr(source, "read"):
-        data = source.read(max_bytes + 1)
+        try:
+            data = source.read(max_bytes + 1)
+        except (OSError, ValueError) as exc:
+            raise ImportFileError("读取上传的文件失败，请重新上传") from exc
     else:
         path = Path(source)
         try:
