@@ -81,6 +81,13 @@ class TenantModelView(ModelView):
             self.formatters_columns[column] = (
                 mask if custom is None else (lambda v, m=mask, f=custom: f(m(v))))
 
+    def visible_or_404(self, pk: Any) -> Any:
+        """Row `pk` as this user may read it (tenant scope and base filters), else 404."""
+        item = self.datamodel.get(pk, self._base_filters)
+        if item is None:
+            abort(404)
+        return item
+
     def export_rows(self) -> tuple[list[str], list[list[Any]]]:
         """The current list (same filters and order as on screen) as headers and rows."""
         get_filter_args(self._filters)

@@ -280,19 +280,12 @@ class HouseholdView(TenantModelView):
     base_order = ("id", "asc")
     add_form_extra_fields = edit_form_extra_fields = _flags(opted_out="自愿不改造")
 
-    def _household(self, pk: int) -> Household:
-        """The household `pk` as this user may read it: 404 for another tenant's."""
-        item = self.datamodel.get(pk, self._base_filters)
-        if item is None:
-            abort(404)
-        return item
-
     @expose("/show/<pk>", methods=["GET"])
     @has_access
     def show(self, pk: Any) -> Any:
         """The household, with its opt-out letter (link) and the upload form for staff."""
         pk = self._deserialize_pk_if_composite(pk)
-        household = self._household(pk)
+        household = self.visible_or_404(pk)
         widgets = self._show(pk)
         can_upload = (current_scope().write == household.tenant_id and
                       self.appbuilder.sm.has_access("can_optout", self.class_permission_name))
@@ -306,7 +299,7 @@ class HouseholdView(TenantModelView):
     @permission_name("optout")
     def optout(self, pk: int) -> Response:
         """上传不愿参与承诺书: store the letter, mark the household opted out (with reason)."""
-        household = self._household(pk)
+        household = self.visible_or_404(pk)
         if current_scope().write != household.tenant_id:
             abort(403)  # visible (a read-only role) but not writable
         back = redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
@@ -336,7 +329,7 @@ class HouseholdView(TenantModelView):
     @permission_name("show")
     def letter(self, pk: int) -> Response:
         """The household's signed letter, inline, to whoever may see the household."""
-        household = self._household(pk)
+        household = self.visible_or_404(pk)
         key = household.optout_letter
         try:
             path = resolve_key(key, household.tenant_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, g, redirect, request, url_for
+from flask import flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.models.sqla.filters import BaseFilter
 from flask_appbuilder.models.sqla.interface import SQLAInterface
@@ -50,27 +50,28 @@ _SHOW = ("can_list", "can_show")
 
 
 class UtilityScopeFilter(BaseFilter):
-    """Utility staff see their own utility's projects only; everyone else is not filtered."""
+    """Utility staff see their own utility's rows only; everyone else is not filtered.
+
+    The filter's value is a function of the utility code giving the SQL condition.
+    """
 
     name = "utility scope"
 
     def apply(self, query: Any, value: Any) -> Any:
         utility = current_scope().utility
-        if utility is None:
-            return query
-        return query.filter(RetrofitProject.utility == utility)
+        return query if utility is None else query.filter(value(utility))
 
 
-class ChargeUtilityScopeFilter(BaseFilter):
-    """Utility staff see the charges of their own utility's projects only."""
+def _project_of_utility(utility: str) -> Any:
+    return RetrofitProject.utility == utility
 
-    name = "utility scope"
 
-    def apply(self, query: Any, value: Any) -> Any:
-        utility = current_scope().utility
-        if utility is None:
-            return query
-        return query.filter(ProjectCharge.project.has(RetrofitProject.utility == utility))
+def _charge_of_utility(utility: str) -> Any:
+    return ProjectCharge.project.has(RetrofitProject.utility == utility)
+
+
+_PROJECT_SCOPE = [["id", UtilityScopeFilter, _project_of_utility]]
+_CHARGE_SCOPE = [["id", UtilityScopeFilter, _charge_of_utility]]
 
 
 class RetrofitProjectView(TenantModelView):
@@ -87,7 +88,7 @@ class RetrofitProjectView(TenantModelView):
         PLATFORM_ADMIN: READ_PERMISSIONS,
     }
     base_permissions = ["can_list", "can_show", "can_add", "can_export", "can_step"]
-    base_filters = [["id", UtilityScopeFilter, lambda: None]]
+    base_filters = _PROJECT_SCOPE
     list_title = "改造项目"
     show_title = "改造项目详情"
     add_title = "新建改造项目"
@@ -122,19 +123,12 @@ class RetrofitProjectView(TenantModelView):
             raise ValueError(f"公用事业「{item.utility}」未启用；可选：{offered or '无'}")
         item.state = "registered"
 
-    def _project(self, pk: int) -> RetrofitProject:
-        """The project `pk` as this user may read it: 404 for another tenant's or utility's."""
-        item = self.datamodel.get(pk, self._base_filters)
-        if item is None:
-            abort(404)
-        return item
-
     @expose("/show/<pk>", methods=["GET"])
     @has_access
     def show(self, pk: Any) -> Any:
         """The project: its fields, timeline, whether it is overdue, and the user's steps."""
         pk = self._deserialize_pk_if_composite(pk)
-        project = self._project(pk)
+        project = self.visible_or_404(pk)
         widgets = self._show(pk)
         events = (self.datamodel.session.query(ProjectEvent)
                   .filter(ProjectEvent.project_id == project.id)
@@ -155,7 +149,7 @@ class RetrofitProjectView(TenantModelView):
     @permission_name("step")
     def step(self, pk: int, transition: str) -> Response:
         """Take one step of the procedure (a form on the project page); refusals say why."""
-        project = self._project(pk)
+        project = self.visible_or_404(pk)
         inputs = {key: request.form.get(key) for key in INPUT_LABELS if key in request.form}
         session = self.datamodel.session
         try:
@@ -183,7 +177,7 @@ class ProjectChargeView(TenantModelView):
         DISTRICT_VIEWER: READ_PERMISSIONS,
         PLATFORM_ADMIN: READ_PERMISSIONS,
     }
-    base_filters = [["id", ChargeUtilityScopeFilter, lambda: None]]
+    base_filters = _CHARGE_SCOPE
     list_title = show_title = "收费记录"
     add_title = "登记收费"
     edit_title = "修改收费记录"
@@ -231,7 +225,7 @@ class RetrofitProjectApi(TenantModelRestApi):
     om_roles = {role: API_READ for role in (TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF,
                                             DISTRICT_VIEWER, PLATFORM_ADMIN)}
     base_permissions = ["can_get", "can_info"]
-    base_filters = [["id", UtilityScopeFilter, lambda: None]]
+    base_filters = _PROJECT_SCOPE
     list_columns = show_columns = ["id", "community.id", "community.name", "utility", "state",
                                    "deadline", "fine_amount", "online_payment_enabled_at",
                                    "maintenance_first", "no_new_lines", "comment"]
@@ -244,7 +238,7 @@ class ProjectChargeApi(TenantModelRestApi):
     resource_name = "project_charge"
     om_roles = {TENANT_ADMIN: API_WRITE, TENANT_STAFF: API_WRITE, UTILITY_STAFF: API_READ,
                 DISTRICT_VIEWER: API_READ, PLATFORM_ADMIN: API_READ}
-    base_filters = [["id", ChargeUtilityScopeFilter, lambda: None]]
+    base_filters = _CHARGE_SCOPE
     list_columns = show_columns = ["id", "project.id", "name", "amount", "charged_by",
                                    "paid_by", "charged_on", "document", "prohibited_fee",
                                    "comment"]
