@@ -25,7 +25,19 @@ from onemeter.retrofit.models import ProjectCharge, RetrofitProject, prohibited_
 from onemeter.tenancy import Tenant, TenantScope, use_scope
 from onemeter.utilities import UtilitySpec
 
-POLICY = Path(__file__).resolve().parents[2] / "shared" / "policy"
+#: The plan's text ships with the repository (docs/policy/), so the fee lists are checked
+#: against it on any clean clone; the shared copy beside the checkout, when present, must match.
+POLICY = Path(__file__).resolve().parents[1] / "docs" / "policy"
+SHARED_POLICY = Path(__file__).resolve().parents[2] / "shared" / "policy"
+
+
+def test_the_shipped_plan_is_the_shared_plan() -> None:
+    shipped = sorted(POLICY.glob("*.txt"))
+    assert shipped, "docs/policy/ must hold the plan's text"
+    for path in shipped:
+        shared = SHARED_POLICY / path.name
+        if shared.exists():
+            assert shared.read_bytes() == path.read_bytes(), path.name
 
 
 def policy_fees(start: str, end: str) -> list[str]:
