@@ -228,7 +228,16 @@ def rerun_job(run: JobRun, *, user_id: int | None) -> tuple[JobRun, bool]:
 
 # --- the core's own job kind ---------------------------------------------------------------
 
+# The import jobs' tables (ImportBatch, ImportRow) must be in the metadata whenever the app
+# is, so the models and the migrations agree (`onemeter db check`).
+import onemeter.imports.models  # noqa: E402, F401
+
+
 @hookimpl
 def onemeter_job_kinds() -> dict[str, str]:
-    """The core's job kinds: the demo job that checks the worker loop."""
-    return {"demo.count": "onemeter_worker.jobs.demo:count_to"}
+    """The core's job kinds: the demo job that checks the worker loop, and the spreadsheet
+    import's preview, commit and rollback (onemeter.imports.service starts them)."""
+    return {"demo.count": "onemeter_worker.jobs.demo:count_to",
+            "imports.preview": "onemeter_worker.jobs.imports:preview_import",
+            "imports.commit": "onemeter_worker.jobs.imports:commit_import",
+            "imports.rollback": "onemeter_worker.jobs.imports:rollback_import"}

@@ -1,0 +1,1058 @@
+"""The household ledger import: a dry-run plan, its commit in one transaction, the rollback
+of a committed batch, and the error workbook.
+
+`plan_households` reads nothing but the sheet and the tenant's communities and households: it
+finds the header (core aliases and every utility plugin's), drops blank/小计/合计 rows,
+normalizes the columns (vectorized, `imports.normalize`), resolves each row's community by
+name, computes the household's natural key exactly as the registry does, and decides per row:
+
+- error — a bad cell (phone, ID number, building…), no community or no room, a value too long
+  for its column, or the same community + household as an earlier row of the file ("与第N行
+  重复": every occurrence after the first);
+- create — no such household in the community yet (a community the tenant does not have yet
+  is created by the commit);
+- update — the household exists and a value the file gives differs (owner, phone, ID number,
+  opt-out); an EMPTY cell never erases what the registry holds, and building/unit/room keep
+  the registry's spelling (they are the key, equal by definition);
+- unchanged — the household exists and the file says nothing new.
+
+`commit_plan` writes a plan in the caller's transaction (the worker commits it, or rolls it
+all back): communities through the ORM (change-logged), households in bulk — on PostgreSQL
+COPY into a TEMP staging table (COPY refuses tables with row-level security) and then
+`INSERT … SELECT … ON CONFLICT (tenant_id, community_id, natural_key) DO NOTHING` for creates
+and `DO UPDATE` for updates; on SQLite the same INSERT … ON CONFLICT through executemany —
+and one `ImportRow` per data row with the before-image of every update and the after-image of
+every written household. Bad rows are simply not written.
+
+`rollback_batch` removes the households (and communities) a batch created and restores the
+ones it updated to their before-image — unless something later depends on them: a created
+household that now has a meter account (or any other row referring to it), a household
+changed again after the import (its current values differ from the after-image), a created
+community someone has since used. Then it refuses, in Chinese, naming the rows.
+
+Callers serialize imports of a tenant with `lock_tenant_imports` before planning a commit or a
+rollback (PostgreSQL: an advisory transaction lock, plus row locks on the households read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from openpyxl.utils import get_column_letter
+from sqlalchemy.orm import Session
+
+from onemeter.audit import append_entries, jsonable
+from onemeter.exports import write_report
+from onemeter.imports.headers import (
+    CORE_ALIASES,
+    FIELD_NAMES,
+    DataRows,
+    HeaderMatch,
+    drop_non_data_rows,
+    header_key,
+    locate_header,
+    merge_aliases,
+    split_address,
+)
+from onemeter.imports.models import (
+    COMMITTED,
+    CREATE,
+    ERROR,
+    ROLLED_BACK,
+    UNCHANGED,
+    UPDATE,
+    ImportBatch,
+    ImportRow,
+)
+from onemeter.imports.normalize import as_text, frame_from_rows, normalize_table, normalize_text
+from onemeter.imports.reader import ImportFileError, RawSheet
+from onemeter.registry.models import Community, Household, MeterAccount
+from onemeter.tenancy import Tenant
+from onemeter.utilities import utilities, utility_label
+
+#: Fields the household import reads; other recognized columns (户号, 表号 …) are ignored.
+HOUSEHOLD_FIELDS = ("community", "address", "building", "unit", "room", "owner_name", "phone",
+                    "id_number", "opted_out", "delivery_date")
+#: Fields an import may change on an existing household.
+UPDATABLE = ("owner_name", "phone", "id_number", "opted_out")
+#: Column lengths of the registry (a longer value is an error row, never a failed commit).
+_LENGTHS = {"community": 100, "building": 32, "unit": 32, "room": 32, "owner_name": 50,
+            "natural_key": 100}
+#: Every household column but the tenant: the before- and after-images.
+IMAGE_COLUMNS = tuple(c.name for c in Household.__table__.columns if c.name != "tenant_id")
+#: Rows per sample list on the preview page.
+SAMPLE_ROWS = 20
+#: Rows per write step (progress and cancellation are checked between steps).
+DEFAULT_CHUNK_ROWS = 5000
+_IN_CHUNK = 900  # ids per IN (…) list (SQLite allows 999 parameters by default)
+_LOCK_KEY = 7412  # pg_advisory_xact_lock(7412, tenant): imports of one tenant, one at a time
+
+#: progress(done, total, message)
+Progress = Callable[[int, int, str], None]
+
+
+class RollbackRefused(ValueError):
+    """A committed batch that cannot be undone without breaking later changes (Chinese)."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _noop(done: int, total: int, message: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass
+class ImportPlan:
+    """What a commit would do, row by row (a dry run: nothing is written)."""
+
+    tenant_id: int
+    tenant_name: str
+    header: HeaderMatch
+    data: DataRows
+    #: How the sheet was read (stored on the batch; JSON).
+    mapping: dict[str, Any]
+    #: One row per data row, indexed by spreadsheet row number: action, reason, community,
+    #: community_id, household_id, natural_key, building, unit, room, the updatable fields,
+    #: opted_out_given, duplicate_of, changes (field → [old, new] for updates).
+    rows: pd.DataFrame
+    #: household id → the household as it stands (every row the plan updates or leaves).
+    existing: dict[int, dict[str, Any]]
+    #: name → delivery date (or None) of each community the commit creates.
+    new_communities: dict[str, dt.date | None]
+    counts: dict[str, int]
+    #: Per column of the sheet: index, letter, label, field (None if not imported), key.
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+    def samples(self, limit: int = SAMPLE_ROWS) -> dict[str, list[dict[str, Any]]]:
+        """Up to `limit` rows per action, for the preview page (JSON)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        shown = ["community", "building", "unit", "room", "owner_name", "phone", "id_number",
+                 "opted_out", "reason"]
+        for action in (CREATE, UPDATE, UNCHANGED, ERROR):
+            part = self.rows[self.rows["action"] == action].head(limit)
+            items = []
+            for number, row in zip(part.index.tolist(),
+                                   part.to_dict("records"), strict=True):
+                item = {"row": int(number), **{k: jsonable(_plain(row.get(k))) for k in shown}}
+                if action == UPDATE:
+                    item["changes"] = jsonable(row.get("changes"))
+                if action == ERROR:
+                    item["source"] = self.source_of(int(number))
+                items.append(item)
+            out[action] = items
+        return out
+
+    def source_of(self, row_number: int) -> dict[str, Any]:
+        """The row's cells as read, keyed like `ImportRow.source`."""
+        position = self._positions().get(row_number)
+        if position is None:
+            return {}
+        cells = self.data.rows[position]
+        return {col["key"]: jsonable(_cell(cells[col["index"]] if col["index"] < len(cells)
+                                            else None))
+                for col in self.columns}
+
+    def _positions(self) -> dict[int, int]:
+        cached = getattr(self, "_position_cache", None)
+        if cached is None:
+            cached = {n: i for i, n in enumerate(self.data.row_numbers)}
+            self._position_cache = cached
+        return cached
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars and missing values as plain Python."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _cell(value: Any) -> Any:
+    """A cell as it is repeated to the clerk: whole floats as integers, "" as empty."""
+    value = _plain(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def import_aliases(overrides: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
+    """The header spellings: the core's, every utility plugin's, and the clerk's choices
+    (`overrides` field → header text moves that text to the field)."""
+    aliases = merge_aliases(CORE_ALIASES, *(spec.header_aliases
+                                            for spec in utilities().values()))
+    for target_field, target in (overrides or {}).items():
+        if not isinstance(target, str) or not target.strip():
+            continue
+        spellings = {target, target.replace("/", "")}
+        keys = {header_key(s) for s in spellings}
+        for name in list(aliases):
+            aliases[name] = tuple(s for s in aliases[name] if header_key(s) not in keys)
+        aliases[target_field] = (*aliases.get(target_field, ()), *sorted(spellings))
+    return aliases
+
+
+def _header_texts(raw: RawSheet, header: HeaderMatch, width: int) -> list[str]:
+    texts = []
+    for c in range(width):
+        parts: list[str] = []
+        for r in header.header_rows:
+            row = raw.rows[r] if r < len(raw.rows) else []
+            value = _cell(row[c] if c < len(row) else None)
+            text = "" if value is None else " ".join(str(value).split())
+            if text and text not in parts:
+                parts.append(text)
+        texts.append("/".join(parts))
+    return texts
+
+
+def _apply_overrides(header: HeaderMatch, overrides: Mapping[str, Any] | None,
+                     texts: list[str]) -> HeaderMatch:
+    if not overrides:
+        return header
+    columns = dict(header.columns)
+    labels = dict(header.labels)
+    for name, target in overrides.items():
+        if target is None:
+            columns.pop(name, None)
+            labels.pop(name, None)
+        elif isinstance(target, int) and not isinstance(target, bool):
+            for other, index in list(columns.items()):
+                if index == target:
+                    columns.pop(other)
+                    labels.pop(other, None)
+            columns[name] = target
+            labels[name] = texts[target] if target < len(texts) and texts[target] else \
+                f"{get_column_letter(target + 1)}列"
+    return dataclasses.replace(header, columns=columns, labels=labels)
+
+
+def check_overrides(overrides: Any) -> dict[str, Any] | None:
+    """The clerk's column choices, checked: field → header text, 0-based index or None.
+
+    Raises ValueError (Chinese) for an unknown field or a value of another type.
+    """
+    if overrides in (None, {}):
+        return None
+    if not isinstance(overrides, Mapping):
+        raise ValueError("列对应设置的格式不对")
+    checked: dict[str, Any] = {}
+    for name, target in overrides.items():
+        if name not in HOUSEHOLD_FIELDS:
+            raise ValueError(f"未知的字段“{name}”：可对应的字段是"
+                             + "、".join(FIELD_NAMES.get(f, f) for f in HOUSEHOLD_FIELDS))
+        if target is not None and not (isinstance(target, str) and target.strip()) and not (
+                isinstance(target, int) and not isinstance(target, bool) and 0 <= target < 16384):
+            raise ValueError(f"字段“{FIELD_NAMES.get(name, name)}”的对应列无效：应为列名或列号")
+        checked[name] = target.strip() if isinstance(target, str) else target
+    return checked
+
+
+def _existing_households(session: Session, tenant_id: int, community_ids: Sequence[int], *,
+                         lock: bool) -> pd.DataFrame:
+    table = Household.__table__
+    frames = []
+    ids = sorted(set(community_ids))
+    for start in range(0, len(ids), _IN_CHUNK):
+        query = (sa.select(*(table.c[name] for name in IMAGE_COLUMNS))
+                 .where(table.c.tenant_id == tenant_id,
+                        table.c.community_id.in_(ids[start:start + _IN_CHUNK])))
+        if lock and session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        result = session.execute(query)
+        frames.append(pd.DataFrame(result.all(), columns=list(IMAGE_COLUMNS), dtype=object))
+    if not frames:
+        return pd.DataFrame(columns=list(IMAGE_COLUMNS), dtype=object)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _strings(series: pd.Series) -> pd.Series:
+    """An object column as str with "" for missing (vectorized)."""
+    values = series.astype(object)
+    return values.where(values.notna(), "").astype(str)
+
+
+def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
+                    mapping_overrides: Mapping[str, Any] | None = None,
+                    progress: Progress | None = None, lock: bool = False) -> ImportPlan:
+    """Decide, row by row, what importing `raw_sheet` into `tenant_id` would do. Reads only.
+
+    Raises ImportFileError (Chinese) when the sheet has no recognizable header or lacks the
+    community or room columns. `lock` (used by the commit) locks the households read on
+    PostgreSQL so nobody changes them between the plan and its write.
+    """
+    report = progress or _noop
+    overrides = check_overrides(mapping_overrides)
+    raw = raw_sheet
+    header = locate_header(raw.rows, import_aliases(overrides), merged=raw.merged,
+                           hidden=raw.hidden_columns)
+    data_width = max((len(r) for r in raw.rows[header.data_start:]), default=0)
+    width = max(data_width, max(header.columns.values(), default=-1) + 1)
+    texts = _header_texts(raw, header, width)
+    header = _apply_overrides(header, overrides, texts)
+    data = drop_non_data_rows(raw.rows, header)
+    total = len(data.row_numbers)
+    report(0, total, f"已读取 {total} 行数据")
+
+    used = {f: c for f, c in header.columns.items() if f in HOUSEHOLD_FIELDS}
+    ignored = sorted(f for f in header.columns if f not in HOUSEHOLD_FIELDS)
+    if "room" not in used and "address" not in used:
+        raise ImportFileError("表中没有“室号”列（也没有可拆分出室号的“地址”列），无法导入住户；"
+                              "请检查表头，或在预览页指定哪一列是室号")
+    if "community" not in used and "address" not in used:
+        raise ImportFileError("表中没有“小区”列（也没有含小区名称的“地址”列），无法导入住户；"
+                              "请检查表头，或在预览页指定哪一列是小区")
+    used_header = dataclasses.replace(header, columns=used,
+                                      labels={f: header.labels.get(f, texts[c])
+                                              for f, c in used.items()})
+    frame = frame_from_rows(data, used_header)
+    norm = normalize_table(frame, labels=used_header.labels)
+    d = norm.data
+    if "community" not in d.columns and "address" in frame.columns:
+        d["community"] = split_address(frame["address"])["community"]
+    for name in ("community", "building", "unit", "room", *UPDATABLE):
+        if name not in d.columns:
+            d[name] = pd.Series(None, index=d.index, dtype=object)
+
+    # --- reasons, vectorized ------------------------------------------------------------
+    reasons: list[pd.Series] = []
+    errors = norm.errors
+    if len(errors):
+        text = (errors["column"].astype(str) + "：" + errors["reason"].astype(str))
+        reasons.append(text.groupby(errors["row"].to_numpy()).agg("；".join))
+    room_errors = errors.loc[errors["field"].isin(["room", "address"]), "row"]
+    bad_room = pd.Series(d.index.isin(room_errors.to_numpy()), index=d.index)
+    missing_community = d["community"].isna()
+    missing_room = d["room"].isna() & ~bad_room
+    reasons.append(pd.Series("缺少小区名称", index=d.index)[missing_community & ~bad_room])
+    reasons.append(pd.Series("缺少室号", index=d.index)[missing_room])
+    for name, limit in _LENGTHS.items():
+        if name == "natural_key" or name not in d.columns:
+            continue
+        long = _strings(d[name]).str.len() > limit
+        label = used_header.labels.get(name, FIELD_NAMES.get(name, name))
+        reasons.append(pd.Series(f"{label}过长（最多{limit}个字）", index=d.index)[long])
+
+    keyed = d["community"].notna() & d["room"].notna()
+    natural_key = (_strings(d["building"]) + "-" + _strings(d["unit"]) + "-"
+                   + _strings(d["room"]))
+    natural_key = natural_key.where(keyed, None)
+    too_long_key = keyed & (natural_key.str.len() > _LENGTHS["natural_key"])
+    reasons.append(pd.Series("楼栋、单元、室号合计过长", index=d.index)[too_long_key])
+    keyed &= ~too_long_key
+
+    # Communities: by name as normalized (spaces, full-width), exact spelling first.
+    known = session.execute(sa.select(Community.id, Community.name)
+                            .where(Community.tenant_id == tenant_id)
+                            .order_by(Community.id)).all()
+    lookup: dict[str, int] = {}
+    if known:
+        names = pd.Series([name for _, name in known], dtype=object)
+        cleaned, _ = normalize_text(names)
+        for (cid, name), clean in zip(known, cleaned.tolist(), strict=True):
+            lookup.setdefault(name, cid)
+            if clean is not None:
+                lookup.setdefault(clean, cid)
+    community_id = d["community"].map(lookup)
+    community_id = pd.array([None if pd.isna(v) else int(v) for v in community_id.tolist()],
+                            dtype="Int64")
+
+    # Duplicates inside the file: the same community and household again.
+    # A known community by its id (two spellings of one name are one community).
+    community_part = pd.Series(community_id, index=d.index).astype(object)
+    community_part = ("#" + _strings(community_part)).where(community_part.notna(),
+                                                            "=" + _strings(d["community"]))
+    dup_key = community_part + "\x1f" + natural_key.fillna("")
+    dup_key = dup_key.where(keyed, None)
+    numbers = pd.Series(d.index.to_numpy(), index=d.index)
+    first = numbers[keyed].groupby(dup_key[keyed].to_numpy()).transform("min").reindex(d.index)
+    is_duplicate = (first.notna() & (first != numbers)).astype(bool)
+    duplicate_of = pd.Series(first.fillna(0).astype("int64"), index=d.index,
+                             dtype="Int64").where(is_duplicate)
+    reasons.append(("与第" + duplicate_of[is_duplicate].astype(str) + "行重复")
+                   .astype(object))
+    report(total // 2, total, "已校验各列")
+
+    reason = pd.Series(None, index=d.index, dtype=object)
+    joined = pd.concat([r for r in reasons if len(r)]) if any(len(r) for r in reasons) else None
+    if joined is not None:
+        reason = joined.groupby(level=0).agg("；".join).reindex(d.index).astype(object)
+        reason = reason.where(reason.notna(), None)
+    is_error = reason.notna()
+
+    rows = pd.DataFrame({
+        "action": np.where(is_error, ERROR, CREATE).astype(object),
+        "reason": reason,
+        "community": d["community"].astype(object),
+        "community_id": community_id,
+        "household_id": pd.array([None] * len(d), dtype="Int64"),
+        "natural_key": natural_key.astype(object),
+        "building": d["building"].astype(object),
+        "unit": d["unit"].astype(object),
+        "room": d["room"].astype(object),
+        "owner_name": d["owner_name"].astype(object),
+        "phone": d["phone"].astype(object),
+        "id_number": d["id_number"].astype(object),
+        "opted_out": d["opted_out"].astype(object),
+        "duplicate_of": duplicate_of,
+    }, index=d.index)
+    if "opted_out" in frame.columns:
+        rows["opted_out_given"] = ((as_text(frame["opted_out"]) != "")
+                                   & d["opted_out"].notna()).to_numpy()
+    else:
+        rows["opted_out_given"] = False
+    rows["changes"] = pd.Series(None, index=d.index, dtype=object)
+
+    # --- against the database -----------------------------------------------------------
+    good = ~is_error
+    known_ids = rows.loc[good & rows["community_id"].notna(), "community_id"].astype(int)
+    existing_frame = _existing_households(session, tenant_id, known_ids.unique().tolist(),
+                                          lock=lock)
+    existing: dict[int, dict[str, Any]] = {}
+    if len(existing_frame):
+        ex = existing_frame.set_index(["community_id", "natural_key"])
+        candidates = rows[good & rows["community_id"].notna()]
+        index = pd.MultiIndex.from_arrays([candidates["community_id"].astype(int).to_numpy(),
+                                           candidates["natural_key"].to_numpy()])
+        found = ex.reindex(index)
+        hit = found["id"].notna().to_numpy()
+        matched = candidates.index[hit]
+        found = found[hit]
+        found.index = matched
+        rows.loc[matched, "household_id"] = found["id"].astype(int).to_numpy()
+        changed = pd.Series(False, index=matched)
+        change_lists: dict[str, pd.Series] = {}
+        for name in UPDATABLE:
+            new = rows.loc[matched, name]
+            old = found[name]
+            if name == "opted_out":
+                given = rows.loc[matched, "opted_out_given"].astype(bool)
+                old = old.astype(object)
+                differs = given & (new.astype(object) != old.astype(object))
+            else:
+                differs = new.notna() & (new.astype(object) != old.astype(object))
+            differs = differs.fillna(False).astype(bool)
+            change_lists[name] = differs
+            changed |= differs
+        rows.loc[matched, "action"] = np.where(changed, UPDATE, UNCHANGED)
+        updated = matched[changed.to_numpy()]
+        if len(updated):
+            changes = []
+            for number in updated.tolist():
+                entry = {}
+                for name in UPDATABLE:
+                    if change_lists[name].at[number]:
+                        entry[name] = [_plain(found.at[number, name]),
+                                       _plain(rows.at[number, name])]
+                changes.append(entry)
+            rows.loc[updated, "changes"] = pd.Series(changes, index=updated, dtype=object)
+            rows.loc[updated, "reason"] = [
+                "、".join(FIELD_NAMES.get(k, k) for k in c) + "有变化" for c in changes]
+        for record in existing_frame[existing_frame["id"].isin(found["id"])].to_dict("records"):
+            existing[int(record["id"])] = {k: _plain(v) for k, v in record.items()}
+
+    creates = rows["action"] == CREATE
+    new_names = rows.loc[creates & rows["community_id"].isna(), "community"]
+    new_communities: dict[str, dt.date | None] = {}
+    if len(new_names):
+        dates = d.get("delivery_date")
+        for name in pd.unique(new_names.to_numpy()).tolist():
+            when = None
+            if dates is not None:
+                given = dates[(d["community"] == name) & dates.notna()]
+                when = given.iloc[0] if len(given) else None
+            new_communities[name] = when
+
+    action_counts = rows["action"].value_counts()
+    counts = {
+        "rows": total,
+        "create": int(action_counts.get(CREATE, 0)),
+        "update": int(action_counts.get(UPDATE, 0)),
+        "unchanged": int(action_counts.get(UNCHANGED, 0)),
+        "error": int(action_counts.get(ERROR, 0)),
+        "duplicate_in_file": int(is_duplicate.sum()),
+        "skipped": len(data.skipped),
+        "communities_create": len(new_communities),
+    }
+    columns = _sheet_columns(used_header, texts, width)
+    mapping = {
+        "sheet": raw.sheet_name,
+        "source_kind": raw.source_kind,
+        "header_rows": [r + 1 for r in header.header_rows],
+        "data_start": header.data_start + 1,
+        "fields": {f: {"index": c, "letter": get_column_letter(c + 1),
+                       "label": used_header.labels.get(f, texts[c] if c < len(texts) else "")}
+                   for f, c in used.items()},
+        "ignored": ignored,
+        "columns": columns,
+        "overrides": overrides,
+    }
+    tenant = session.get(Tenant, tenant_id)
+    report(total, total, "校验完成")
+    return ImportPlan(tenant_id=tenant_id, tenant_name=tenant.name if tenant else "",
+                      header=header, data=data, mapping=mapping, rows=rows, existing=existing,
+                      new_communities=new_communities, counts=counts, columns=columns)
+
+
+def _sheet_columns(header: HeaderMatch, texts: list[str], width: int) -> list[dict[str, Any]]:
+    by_index = {c: f for f, c in header.columns.items() if f in HOUSEHOLD_FIELDS}
+    columns, seen = [], set()
+    for c in range(width):
+        letter = get_column_letter(c + 1)
+        name = by_index.get(c)
+        label = (header.labels.get(name) if name else None) or (
+            texts[c] if c < len(texts) and texts[c] else f"{letter}列")
+        key = name or label
+        if key in seen:
+            key = f"{label}（{letter}列）"
+        seen.add(key)
+        columns.append({"index": c, "letter": letter, "label": label, "field": name,
+                        "key": key})
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Commit
+
+
+def lock_tenant_imports(session: Session, batch: ImportBatch) -> None:
+    """Serialize commits and rollbacks of one tenant (call first in the job's transaction).
+
+    PostgreSQL: an advisory transaction lock per tenant and the batch row locked. SQLite: a
+    write to the batch row takes the database's write lock until the transaction ends.
+    """
+    connection = session.connection()
+    table = ImportBatch.__table__
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k, :t)"),
+                           {"k": _LOCK_KEY, "t": batch.tenant_id})
+        connection.execute(sa.select(table.c.id).where(table.c.id == batch.id)
+                           .with_for_update())
+    else:
+        connection.execute(table.update().where(table.c.id == batch.id)
+                           .values(state=table.c.state))
+    session.refresh(batch)
+
+
+def _records(rows: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in record.items()}
+            for record in rows[list(columns)].to_dict("records")]
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _temp_table(connection: sa.Connection, source: sa.Table, columns: Sequence[str],
+                extra: Mapping[str, str]) -> str:
+    """A TEMP table (dropped at commit) with `columns` typed as in `source`, plus `extra`."""
+    name = f"om_stage_{uuid.uuid4().hex[:12]}"
+    dialect = connection.dialect
+    parts = [f"{c} {source.c[c].type.compile(dialect=dialect)}" for c in columns]
+    parts += [f"{c} {kind}" for c, kind in extra.items()]
+    connection.exec_driver_sql(f"CREATE TEMP TABLE {name} ({', '.join(parts)}) ON COMMIT DROP")
+    return name
+
+
+def _copy(connection: sa.Connection, table: str, columns: Sequence[str],
+          rows: Sequence[Sequence[Any]]) -> None:
+    """COPY rows into a (temporary) table through the transaction's psycopg connection."""
+    raw = connection.connection.driver_connection
+    with raw.cursor() as cursor, \
+            cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+_WRITE_COLUMNS = ("community_id", "building", "unit", "room", "natural_key", "owner_name",
+                  "phone", "id_number", "opted_out", "opted_out_at")
+
+
+def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
+                progress: Progress | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                pause: float = 0.0, check: Callable[[], None] | None = None) -> dict[str, int]:
+    """Write `plan` for `batch` in the session's transaction (the caller commits).
+
+    Creates the new communities, inserts the create rows and updates the update rows in
+    steps of `chunk_rows` (calling `check` — e.g. a cancellation check — and `progress`
+    between steps, and sleeping `pause` seconds: a test setting to be caught mid-way), then
+    records one ImportRow per data row. Returns the counts stored on the batch.
+    """
+    if plan.tenant_id != batch.tenant_id:
+        raise ValueError("导入计划与批次不属于同一个办事处")
+    report = progress or _noop
+    tenant_id = batch.tenant_id
+    rows = plan.rows.copy()
+    now = _now()
+
+    # Communities first: the households need their ids.
+    created_communities: list[int] = []
+    wanted = set(rows.loc[(rows["action"] == CREATE) & rows["community_id"].isna(),
+                          "community"].tolist())
+    if wanted:
+        made = {}
+        for name, delivered in plan.new_communities.items():
+            if name in wanted:
+                community = Community(tenant_id=tenant_id, name=name, delivery_date=delivered)
+                session.add(community)
+                made[name] = community
+        session.flush()
+        created_communities = [c.id for c in made.values()]
+        fill = rows["community_id"].isna() & rows["community"].isin(list(made))
+        rows.loc[fill, "community_id"] = rows.loc[fill, "community"].map(
+            {n: c.id for n, c in made.items()}).astype("Int64")
+
+    # The images: what each written household will be.
+    write = rows[rows["action"].isin([CREATE, UPDATE])]
+    after: dict[int, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    for number, row in zip(write.index.tolist(), write.to_dict("records"), strict=True):
+        if row["action"] == CREATE:
+            opted = bool(_plain(row["opted_out"])) if row["opted_out_given"] else False
+            image = {"community_id": int(row["community_id"]), "building": _plain(row["building"]),
+                     "unit": _plain(row["unit"]), "room": _plain(row["room"]),
+                     "natural_key": row["natural_key"], "owner_name": _plain(row["owner_name"]),
+                     "phone": _plain(row["phone"]), "id_number": _plain(row["id_number"]),
+                     "opted_out": opted, "opted_out_at": now if opted else None,
+                     "optout_reason": None, "optout_letter": None}
+        else:
+            image = dict(plan.existing[int(row["household_id"])])
+            for name, (_old, new) in (row["changes"] or {}).items():
+                image[name] = new
+            if "opted_out" in (row["changes"] or {}):
+                image["opted_out_at"] = now if image["opted_out"] else None
+        after[number] = image
+        records.append({"row_number": number, "action": row["action"],
+                        "household_id": _plain(row["household_id"]), **image})
+
+    written, lost = _write_households(session, tenant_id, records, report, chunk_rows, pause,
+                                      check, total=len(rows))
+    for record in records:
+        number = record["row_number"]
+        household_id = written.get(number)
+        if household_id is None:
+            continue
+        rows.at[number, "household_id"] = household_id
+        after[number]["id"] = household_id
+    if lost:
+        rows.loc[lost, "action"] = ERROR
+        rows.loc[lost, "reason"] = "提交时本小区已有同一住户（可能刚被他人录入），本行未导入；请重新预览后再导入"
+
+    _write_import_rows(session, batch, plan, rows, after)
+
+    action_counts = rows["action"].value_counts()
+    counts = dict(plan.counts)
+    counts.update({a: int(action_counts.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)})
+    counts["communities_create"] = len(created_communities)
+    counts["written"] = counts[CREATE] + counts[UPDATE]
+    before_state = batch.state
+    batch.state = COMMITTED
+    batch.committed_at = now
+    batch.counts = counts
+    batch.mapping = plan.mapping
+    batch.created_communities = created_communities
+    batch.message = None
+    session.flush()
+    append_entries(session.connection(), [{
+        "tenant_id": tenant_id, "model": "ImportBatch", "object_id": batch.id,
+        "action": "update", "before": {"state": before_state},
+        "after": {"state": COMMITTED, "filename": batch.filename, "counts": counts,
+                  "created_communities": created_communities}}])
+    report(len(rows), len(rows), "导入完成")
+    return counts
+
+
+def _write_households(session: Session, tenant_id: int, records: list[dict[str, Any]],
+                      report: Progress, chunk_rows: int, pause: float,
+                      check: Callable[[], None] | None, total: int
+                      ) -> tuple[dict[int, int], list[int]]:
+    """Insert/update the households; (row number → household id, row numbers not written)."""
+    connection = session.connection()
+    table = Household.__table__
+    chunk_rows = max(1, int(chunk_rows))
+    chunks = [records[i:i + chunk_rows] for i in range(0, len(records), chunk_rows)]
+    written: dict[int, int] = {}
+    lost: list[int] = []
+    postgres = connection.dialect.name == "postgresql"
+    stage = None
+    if postgres and records:
+        stage = _temp_table(connection, table, _WRITE_COLUMNS,
+                            {"row_number": "integer", "action": "text", "chunk": "integer"})
+        _copy(connection, stage, (*_WRITE_COLUMNS, "row_number", "action", "chunk"),
+              [(*(r[c] for c in _WRITE_COLUMNS), r["row_number"], r["action"], i)
+               for i, chunk in enumerate(chunks) for r in chunk])
+    columns = ", ".join(_WRITE_COLUMNS)
+    selected = ", ".join(f"s.{c}" for c in _WRITE_COLUMNS)
+    done = 0
+    for i, chunk in enumerate(chunks):
+        if check is not None:
+            check()
+        if postgres:
+            inserted = connection.execute(sa.text(
+                f"INSERT INTO om_household (tenant_id, {columns}) "
+                f"SELECT :tenant, {selected} FROM {stage} s "
+                "WHERE s.chunk = :chunk AND s.action = 'create' ORDER BY s.row_number "
+                "ON CONFLICT (tenant_id, community_id, natural_key) DO NOTHING "
+                "RETURNING id, community_id, natural_key"),
+                {"tenant": tenant_id, "chunk": i}).all()
+            by_key = {(c, k): h for h, c, k in inserted}
+            updated = connection.execute(sa.text(
+                f"INSERT INTO om_household (tenant_id, {columns}) "
+                f"SELECT :tenant, {selected} FROM {stage} s "
+                "WHERE s.chunk = :chunk AND s.action = 'update' ORDER BY s.row_number "
+                "ON CONFLICT (tenant_id, community_id, natural_key) DO UPDATE SET "
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in
+                            ("owner_name", "phone", "id_number", "opted_out", "opted_out_at"))
+                + " RETURNING id"), {"tenant": tenant_id, "chunk": i}).all()
+            if len(updated) != sum(1 for r in chunk if r["action"] == UPDATE):
+                raise RuntimeError("更新住户时行数不符")
+            for r in chunk:
+                if r["action"] == CREATE:
+                    household_id = by_key.get((r["community_id"], r["natural_key"]))
+                    if household_id is None:
+                        lost.append(r["row_number"])
+                    else:
+                        written[r["row_number"]] = household_id
+                else:
+                    written[r["row_number"]] = r["household_id"]
+        else:
+            written.update(_write_chunk_sqlite(connection, tenant_id, chunk))
+        done += len(chunk)
+        report(done, len(records), f"已写入 {done} / {len(records)} 行")
+        if pause and i < len(chunks) - 1:
+            time.sleep(pause)
+    return written, lost
+
+
+def _write_chunk_sqlite(connection: sa.Connection, tenant_id: int, chunk: list[dict[str, Any]]
+                        ) -> dict[int, int]:
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    table = Household.__table__
+    written: dict[int, int] = {}
+    creates = [r for r in chunk if r["action"] == CREATE]
+    updates = [r for r in chunk if r["action"] == UPDATE]
+    if creates:
+        before = connection.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
+        statement = sqlite_insert(table).on_conflict_do_nothing(
+            index_elements=["tenant_id", "community_id", "natural_key"])
+        connection.execute(statement, [{"tenant_id": tenant_id,
+                                        **{c: r[c] for c in _WRITE_COLUMNS}} for r in creates])
+        new = {(c, k): h for h, c, k in connection.execute(
+            sa.select(table.c.id, table.c.community_id, table.c.natural_key)
+            .where(table.c.tenant_id == tenant_id, table.c.id > before))}
+        for r in creates:
+            household_id = new.get((r["community_id"], r["natural_key"]))
+            if household_id is None:  # the write lock is held since the plan: cannot happen
+                raise RuntimeError(f"第{r['row_number']}行的住户未能写入")
+            written[r["row_number"]] = household_id
+    if updates:
+        statement = sqlite_insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "community_id", "natural_key"],
+            set_={c: statement.excluded[c] for c in
+                  ("owner_name", "phone", "id_number", "opted_out", "opted_out_at")})
+        connection.execute(statement, [{"tenant_id": tenant_id,
+                                        **{c: r[c] for c in _WRITE_COLUMNS}} for r in updates])
+        written.update({r["row_number"]: r["household_id"] for r in updates})
+    return written
+
+
+_ROW_COLUMNS = ("batch_id", "row_number", "action", "household_id", "community_id",
+                "natural_key", "before", "after", "source", "reason")
+
+
+def _write_import_rows(session: Session, batch: ImportBatch, plan: ImportPlan,
+                       rows: pd.DataFrame, after: dict[int, dict[str, Any]]) -> None:
+    connection = session.connection()
+    table = ImportRow.__table__
+    postgres = connection.dialect.name == "postgresql"
+    out = []
+    for number, row in zip(rows.index.tolist(), rows.to_dict("records"), strict=True):
+        action = row["action"]
+        household_id = _plain(row["household_id"])
+        before = plan.existing.get(int(household_id)) if action == UPDATE else None
+        image = after.get(number) if action in (CREATE, UPDATE) else (
+            plan.existing.get(int(household_id)) if action == UNCHANGED else None)
+        values = {
+            "batch_id": batch.id, "row_number": int(number), "action": action,
+            "household_id": household_id,
+            "community_id": _plain(row["community_id"]),
+            "natural_key": _plain(row["natural_key"]),
+            "before": jsonable(before), "after": jsonable(image),
+            "source": plan.source_of(int(number)) if action == ERROR else None,
+            "reason": _plain(row["reason"]),
+        }
+        out.append(values)
+    if not out:
+        return
+    if postgres:
+        stage = _temp_table(connection, table, _ROW_COLUMNS, {})
+        _copy(connection, stage, _ROW_COLUMNS, [
+            tuple(json.dumps(v[c], ensure_ascii=False) if c in ("before", "after", "source")
+                  and v[c] is not None else v[c] for c in _ROW_COLUMNS) for v in out])
+        connection.execute(sa.text(
+            f"INSERT INTO om_import_row (tenant_id, {', '.join(_ROW_COLUMNS)}) "
+            f"SELECT :tenant, {', '.join(_ROW_COLUMNS)} FROM {stage} ORDER BY row_number"),
+            {"tenant": batch.tenant_id})
+    else:
+        for start in range(0, len(out), DEFAULT_CHUNK_ROWS):
+            connection.execute(table.insert(), [{"tenant_id": batch.tenant_id, **v}
+                                                for v in out[start:start + DEFAULT_CHUNK_ROWS]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollback
+
+
+def _restore(column: sa.Column, value: Any) -> Any:
+    """A value from a JSON image back to the column's Python type."""
+    if value is None:
+        return None
+    if isinstance(column.type, sa.DateTime) and isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    if isinstance(column.type, sa.Date) and isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    return value
+
+
+def _referencing(table_name: str) -> list[tuple[sa.Table, sa.Column]]:
+    """Every (table, column) whose foreign key points at `table_name`'s id (the tenant part of
+    a composite key left out), except the import tables and the table itself."""
+    found = []
+    for table in Household.metadata.sorted_tables:
+        if table.name in (table_name, "om_import_batch", "om_import_row"):
+            continue
+        for fk in table.foreign_key_constraints:
+            if fk.referred_table.name != table_name:
+                continue
+            local = [c for c, e in zip(fk.columns, fk.elements, strict=True)
+                     if e.column.name == "id"]
+            found.extend((table, c) for c in local)
+    return found
+
+
+def _chunked(values: Sequence[int]) -> list[Sequence[int]]:
+    values = list(values)
+    return [values[i:i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)]
+
+
+def _describe_table(table: sa.Table) -> str:
+    names = {"om_meter_account": "户表", "om_household": "住户", "om_retrofit_project": "改造项目"}
+    return names.get(table.name, f"“{table.name}”中的记录")
+
+
+def _current(session: Session, tenant_id: int, ids: Sequence[int], *, lock: bool
+             ) -> dict[int, dict[str, Any]]:
+    table = Household.__table__
+    current: dict[int, dict[str, Any]] = {}
+    for part in _chunked(sorted(set(ids))):
+        query = sa.select(*(table.c[c] for c in IMAGE_COLUMNS)).where(
+            table.c.tenant_id == tenant_id, table.c.id.in_(part))
+        if lock and _dialect(session) == "postgresql":
+            query = query.with_for_update()
+        for row in session.execute(query).mappings():
+            current[row["id"]] = dict(row)
+    return current
+
+
+def _where(row: Mapping[str, Any], names: Mapping[int, str]) -> str:
+    address = "-".join(str(p) for p in (row.get("building"), row.get("unit"), row.get("room"))
+                       if p)
+    community = names.get(row.get("community_id"), "")
+    return f"{community} {address}".strip()
+
+
+def rollback_problems(session: Session, batch: ImportBatch, *, lock: bool = False,
+                      limit: int = 10) -> tuple[list[str], dict[str, Any]]:
+    """Why `batch` cannot be rolled back (Chinese sentences, at most `limit` listed and a
+    count of the rest), and what the rollback would do (ids and images)."""
+    tenant_id = batch.tenant_id
+    rows = session.execute(
+        sa.select(ImportRow.row_number, ImportRow.action, ImportRow.household_id,
+                  ImportRow.before, ImportRow.after)
+        .where(ImportRow.tenant_id == tenant_id, ImportRow.batch_id == batch.id,
+               ImportRow.action.in_([CREATE, UPDATE]))
+        .order_by(ImportRow.row_number)).all()
+    ids = [r.household_id for r in rows if r.household_id is not None]
+    current = _current(session, tenant_id, ids, lock=lock)
+    communities = dict(session.execute(
+        sa.select(Community.id, Community.name).where(Community.tenant_id == tenant_id)).all())
+    problems: list[str] = []
+    created = [r for r in rows if r.action == CREATE]
+    updated = [r for r in rows if r.action == UPDATE]
+    created_ids = {r.household_id for r in created if r.household_id in current}
+    for r in rows:
+        now = current.get(r.household_id)
+        image = r.after or {}
+        if now is None:
+            if r.action == UPDATE:
+                problems.append(f"第{r.row_number}行更新的住户（{_where(image, communities)}）"
+                                "导入后已被删除，无法恢复到导入前的样子")
+            continue
+        differs = [c for c in IMAGE_COLUMNS if c != "id" and c in image
+                   and jsonable(now[c]) != image[c]]
+        if differs:
+            verb = "新增" if r.action == CREATE else "更新"
+            fields = "、".join(FIELD_NAMES.get(c, c) for c in differs)
+            problems.append(f"第{r.row_number}行{verb}的住户（{_where(now, communities)}）"
+                            f"导入后又被修改过（{fields}），撤销会覆盖这些修改")
+    # Rows elsewhere that refer to a household the batch created.
+    by_id = {r.household_id: r for r in created}
+    for table, column in _referencing("om_household"):
+        for part in _chunked(sorted(created_ids)):
+            query = sa.select(column).where(column.in_(part))
+            if "tenant_id" in table.c:
+                query = query.where(table.c.tenant_id == tenant_id)
+            extra = [table.c.utility] if table is MeterAccount.__table__ else []
+            for found in session.execute(query.add_columns(*extra)).all():
+                r = by_id[found[0]]
+                what = _describe_table(table)
+                if extra:
+                    what = f"{utility_label(found[1])}{what}"
+                problems.append(f"第{r.row_number}行新增的住户（"
+                                f"{_where(current[found[0]], communities)}）已有{what}，"
+                                "请先删除后再撤销")
+    # Communities the batch created: nobody else may have used them since.
+    made = [c for c in (batch.created_communities or []) if c in communities]
+    for table, column in _referencing("om_community"):
+        for part in _chunked(made):
+            query = sa.select(column, table.c.id if "id" in table.c else column).where(
+                column.in_(part))
+            if "tenant_id" in table.c:
+                query = query.where(table.c.tenant_id == tenant_id)
+            for community_id, other_id in session.execute(query).all():
+                if table is Household.__table__ and other_id in created_ids:
+                    continue
+                problems.append(f"导入时新建的小区“{communities[community_id]}”已有其他"
+                                f"{_describe_table(table)}，不能删除")
+    problems = list(dict.fromkeys(problems))
+    if len(problems) > limit:
+        problems = [*problems[:limit], f"……等共{len(problems)}处"]
+    work = {"delete": sorted(created_ids), "restore": [(r.household_id, r.before)
+                                                        for r in updated],
+            "communities": made}
+    return problems, work
+
+
+def refusal_text(problems: Sequence[str]) -> str:
+    """One Chinese message for the clerk from the problems of `rollback_problems`."""
+    return ("不能撤销这批导入：导入后又有数据依赖它。\n" + "\n".join(f"· {p}" for p in problems)
+            + "\n请先处理这些数据（或改在住户页面逐条修改）后再撤销。")
+
+
+def rollback_batch(session: Session, batch: ImportBatch, *,
+                   progress: Progress | None = None) -> dict[str, int]:
+    """Undo a committed batch in the session's transaction (the caller commits).
+
+    Created households (and communities) are deleted, updated ones restored to their
+    before-image. Raises RollbackRefused (Chinese, naming the rows) when later changes
+    depend on the batch; then nothing is written.
+    """
+    report = progress or _noop
+    if batch.state not in (COMMITTED, "rolling_back"):
+        raise RollbackRefused("只有已导入的批次可以撤销")
+    problems, work = rollback_problems(session, batch, lock=True)
+    if problems:
+        raise RollbackRefused(refusal_text(problems))
+    connection = session.connection()
+    table = Household.__table__
+    tenant_id = batch.tenant_id
+    total = len(work["delete"]) + len(work["restore"])
+    deleted = 0
+    for part in _chunked(work["delete"]):
+        deleted += connection.execute(table.delete().where(
+            table.c.tenant_id == tenant_id, table.c.id.in_(part))).rowcount
+    report(deleted, total, f"已删除 {deleted} 户新增的住户")
+    restored = 0
+    if work["restore"]:
+        names = [c for c in IMAGE_COLUMNS if c != "id"]
+        statement = table.update().where(
+            table.c.tenant_id == sa.bindparam("t_id"), table.c.id == sa.bindparam("h_id")
+        ).values({c: sa.bindparam(f"v_{c}") for c in names})
+        params = [{"t_id": tenant_id, "h_id": household_id,
+                   **{f"v_{c}": _restore(table.c[c], before.get(c)) for c in names}}
+                  for household_id, before in work["restore"]]
+        for start in range(0, len(params), DEFAULT_CHUNK_ROWS):
+            connection.execute(statement, params[start:start + DEFAULT_CHUNK_ROWS])
+        restored = len(params)
+    for community in session.execute(sa.select(Community).where(
+            Community.tenant_id == tenant_id, Community.id.in_(work["communities"] or [-1]))
+    ).scalars():
+        session.delete(community)
+    before_state = batch.state
+    batch.state = ROLLED_BACK
+    batch.rolled_back_at = _now()
+    batch.message = None
+    session.flush()
+    result = {"deleted": deleted, "restored": restored,
+              "communities_deleted": len(work["communities"])}
+    append_entries(session.connection(), [{
+        "tenant_id": tenant_id, "model": "ImportBatch", "object_id": batch.id,
+        "action": "update", "before": {"state": before_state},
+        "after": {"state": ROLLED_BACK, "filename": batch.filename, **result}}])
+    report(total, total, "撤销完成")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The error workbook
+
+
+def error_workbook(source: ImportPlan | ImportBatch, *, session: Session | None = None) -> bytes:
+    """An .xlsx repeating each bad row: its spreadsheet row number, every original cell, and
+    the reason in Chinese. From a plan (preview) or a committed batch's ImportRows."""
+    if isinstance(source, ImportPlan):
+        columns = source.columns
+        bad = source.rows[source.rows["action"] == ERROR]
+        items = [(int(n), source.source_of(int(n)), r)
+                 for n, r in zip(bad.index.tolist(), bad["reason"].tolist(), strict=True)]
+        unit = source.tenant_name
+    else:
+        session = session or sa.orm.object_session(source)
+        if session is None:
+            raise ValueError("batch is not attached to a session")
+        columns = (source.mapping or {}).get("columns", [])
+        items = [(r.row_number, r.source or {}, r.reason) for r in session.execute(
+            sa.select(ImportRow).where(ImportRow.tenant_id == source.tenant_id,
+                                       ImportRow.batch_id == source.id,
+                                       ImportRow.action == ERROR)
+            .order_by(ImportRow.row_number)).scalars()]
+        tenant = session.get(Tenant, source.tenant_id)
+        unit = tenant.name if tenant else ""
+    headers = ["原表行号", *(c["label"] for c in columns), "错误原因"]
+    body = [[number, *(_display(values.get(c["key"])) for c in columns), reason]
+            for number, values, reason in items]
+    return write_report("导入错误明细（请修改后重新上传）", headers, body, unit=unit,
+                        sheet="错误行")
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, str) and len(value) in (10, 19, 26) and value[4:5] == "-":
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return parsed.date() if len(value) == 10 else parsed
+    return value

@@ -1,0 +1,400 @@
+"""The household ledger import in process (onemeter.imports.ledger): a realistic ledger
+planned, committed, updated by a second file, rolled back, and refused when later changes
+depend on it — on the run's database (PostgreSQL with RLS as the app role, or SQLite).
+
+The worker, Redis and the pages' API are exercised in tests/test_import_jobs.py; here the
+same functions run in the test process so every count and image can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import openpyxl
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from onemeter.database import db
+from onemeter.imports.ledger import (
+    RollbackRefused,
+    commit_plan,
+    error_workbook,
+    lock_tenant_imports,
+    plan_households,
+    rollback_batch,
+)
+from onemeter.imports.models import COMMITTED, ROLLED_BACK, ImportBatch, ImportRow
+from onemeter.imports.reader import ImportFileError, RawSheet, read_table
+from onemeter.registry.models import Community, Household, MeterAccount
+from onemeter.registry.normalize import household_key
+from onemeter.tenancy import TenantScope, use_scope
+
+TITLE = "平桥区一户一表改造工作台账"
+FILLER = "填报单位：平桥办事处  填报日期：2021年8月1日"
+ID_1 = "11010519491231002X"
+LIMITS = {"max_bytes": 5 * 1024 * 1024, "max_uncompressed_bytes": 50 * 1024 * 1024,
+          "max_cells": 1_000_000}
+
+
+# --- building ledgers -----------------------------------------------------------------------
+
+def names(tag: str) -> dict[str, str]:
+    """Community names unique to one test (the run's database is shared by the suite)."""
+    return {"gui": f"桂园小区{tag}", "jian": f"建业小区{tag}", "xin": f"新村小区{tag}",
+            "old": f"老城小区{tag}"}
+
+
+def ledger_rows(n: dict[str, str]) -> list[list[Any]]:
+    """The data rows of the first ledger (rows 5…16 of the sheet), as a clerk types them."""
+    return [
+        [1, "张三", n["gui"], "三号楼", "二单元", "１０２", "138 1234 5678", ID_1, "否", None],  # 5
+        [2, "李四", n["gui"], "3#", 2, 103, 13912345678, None, None, "整栋改造"],             # 6
+        [3, "王五", n["gui"], "3栋", "2单元", "102室", "13800000001", None, None, None],       # 7 dup 5
+        ["小计", None, None, None, None, None, None, None, None, "3户"],                       # 8
+        [4, "赵六", n["jian"], "1号楼", 1, 201, "1381234", None, None, "电话待核"],             # 9 bad
+        [5, "钱七", n["jian"], "1", "1", "202", "13700000000", None, None, None],              # 10 same
+        [None, None, None, None, None, None, None, None, None, None],                          # 11
+        [6, "周九", n["jian"], "一号楼", "一单元", "203", "136 1111 2222", None, None, None],   # 12 upd
+        [7, "孙八", n["xin"], "２", "１", "１０１", "13500000000", None, "是", None],           # 13 new
+        [8, "吴十", n["xin"], "2号楼", "1单元", "102", None, None, None, None],               # 14 new
+        ["合 计", "8户", None, None, None, None, None, None, None, None],                      # 15
+        ["填表人：郑一    审核人：王二"],                                                       # 16
+    ]
+
+
+def ledger_xlsx(rows: list[list[Any]]) -> bytes:
+    """Two merged title rows, a two-level header (住址 over 小区/楼栋/单元/室号, the other
+    headers merged down over the empty cell below them), then `rows` from row 5."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "台账"
+    ws.append([TITLE])
+    ws.merge_cells("A1:J1")
+    ws.append([FILLER])
+    ws.merge_cells("A2:J2")
+    ws.append(["序号", "户主姓名", "住址", None, None, None, "联系电话", "身份证号",
+               "是否自愿不改造", "备注"])
+    ws.append([None, None, "小区", "楼栋", "单元", "室号"])
+    for col in "ABGHIJ":
+        ws.merge_cells(f"{col}3:{col}4")
+    ws.merge_cells("C3:F3")
+    for row in rows:
+        ws.append(row)
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    return buffer.getvalue()
+
+
+def sheet(data: bytes, filename: str = "台账.xlsx") -> RawSheet:
+    return read_table(data, filename, **LIMITS)
+
+
+def seed(tenant_id: int, n: dict[str, str]) -> dict[str, int]:
+    """What the registry holds before the import: two of the ledger's communities and three
+    households (one the ledger repeats unchanged, one it updates, one it does not mention)."""
+    gui = Community(tenant_id=tenant_id, name=n["gui"], delivery_date=dt.date(2015, 5, 1))
+    jian = Community(tenant_id=tenant_id, name=n["jian"], delivery_date=dt.date(2008, 9, 1))
+    db.session.add_all([gui, jian])
+    db.session.flush()
+    same = Household(tenant_id=tenant_id, community_id=jian.id, building="1号楼", unit="1单元",
+                     room="202室", owner_name="钱七", phone="13700000000")
+    changed = Household(tenant_id=tenant_id, community_id=jian.id, building="1", unit="1",
+                        room="203", owner_name="周九", phone="13600000000", opted_out=True)
+    other = Household(tenant_id=tenant_id, community_id=gui.id, building="5", unit="1",
+                      room="501", owner_name="冯五", phone="13300000000")
+    db.session.add_all([same, changed, other])
+    db.session.commit()
+    return {"gui": gui.id, "jian": jian.id, "same": same.id, "changed": changed.id,
+            "other": other.id}
+
+
+HOUSEHOLD_COLUMNS = [c.name for c in Household.__table__.columns]
+COMMUNITY_COLUMNS = [c.name for c in Community.__table__.columns]
+
+
+def snapshot(tenant_id: int) -> dict[str, dict[int, tuple]]:
+    """Every household and community row of the tenant, every column."""
+    out = {}
+    for table, columns in ((Household.__table__, HOUSEHOLD_COLUMNS),
+                           (Community.__table__, COMMUNITY_COLUMNS)):
+        rows = db.session.execute(sa.select(table).where(table.c.tenant_id == tenant_id)
+                                  .order_by(table.c.id)).all()
+        out[table.name] = {r.id: tuple(getattr(r, c) for c in columns) for r in rows}
+    return out
+
+
+def new_batch(tenant_id: int, data: bytes, filename: str = "台账.xlsx") -> ImportBatch:
+    digest = uuid.uuid4().hex + uuid.uuid4().hex  # in-process tests do not store the file
+    batch = ImportBatch(tenant_id=tenant_id, kind="households", filename=filename,
+                        content_hash=digest, size=len(data),
+                        file_key=f"{tenant_id}/imports/{digest}.xlsx", state="previewed",
+                        counts={})
+    db.session.add(batch)
+    db.session.commit()
+    return batch
+
+
+def commit(tenant_id: int, data: bytes) -> tuple[ImportBatch, dict[str, int]]:
+    """Plan and commit `data` as the worker does (lock, plan, write, one transaction)."""
+    batch = new_batch(tenant_id, data)
+    lock_tenant_imports(db.session, batch)
+    plan = plan_households(db.session, tenant_id, sheet(data), lock=True)
+    counts = commit_plan(db.session, batch, plan)
+    db.session.commit()
+    return batch, counts
+
+
+@pytest.fixture
+def tenant(app: Flask, tenant_ids: dict[str, int]) -> Iterator[int]:
+    """平东办事处's scope (read and write), inside an app context."""
+    tenant_id = tenant_ids["pingdong"]
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        yield tenant_id
+        db.session.rollback()
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+FIRST_COUNTS = {"rows": 8, "create": 4, "update": 1, "unchanged": 1, "error": 2,
+                "duplicate_in_file": 1, "skipped": 4, "communities_create": 1}
+
+
+def test_plan_of_a_realistic_ledger_counts_every_row_exactly_and_writes_nothing(
+        tenant: int, tag: str) -> None:
+    n = names(tag)
+    ids = seed(tenant, n)
+    before = snapshot(tenant)
+    plan = plan_households(db.session, tenant, sheet(ledger_xlsx(ledger_rows(n))))
+
+    assert plan.counts == FIRST_COUNTS
+    actions = plan.rows["action"].to_dict()
+    assert actions == {5: "create", 6: "create", 7: "error", 9: "error", 10: "unchanged",
+                       12: "update", 13: "create", 14: "create"}
+    assert plan.rows.at[7, "reason"] == "与第5行重复"
+    assert plan.rows.at[9, "reason"].startswith("联系电话：手机号应为11位")
+    assert plan.rows.at[12, "household_id"] == ids["changed"]
+    assert plan.rows.at[12, "changes"] == {"phone": ["13600000000", "13611112222"]}
+    assert plan.rows.at[12, "reason"] == "联系电话有变化"
+    assert plan.rows.at[10, "household_id"] == ids["same"]
+    # The natural key is the registry's: 三号楼/二单元/１０２ is 3-2-102.
+    assert plan.rows.at[5, "natural_key"] == household_key("3#", "2", "102") == "3-2-102"
+    assert plan.rows.at[13, "natural_key"] == "2-1-101"
+    assert plan.rows.at[5, "phone"] == "13812345678"
+    assert plan.new_communities == {n["xin"]: None}
+    assert dict(plan.data.skipped) == {8: "小计/合计行", 11: "空行", 15: "小计/合计行",
+                                       16: "表尾（填表人/审核人/备注）"}
+    assert plan.mapping["header_rows"] == [3, 4]
+    assert plan.mapping["fields"]["room"]["letter"] == "F"
+    samples = plan.samples()
+    assert [s["row"] for s in samples["error"]] == [7, 9]
+    assert samples["error"][1]["source"]["phone"] == "1381234"
+    assert samples["update"][0]["changes"] == {"phone": ["13600000000", "13611112222"]}
+    db.session.commit()
+    assert snapshot(tenant) == before
+
+
+def test_a_sheet_without_room_or_community_column_is_refused_in_chinese(tenant: int) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["户主姓名", "联系电话", "小区"])
+    wb.active.append(["张三", "13800000000", "桂园小区"])
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    with pytest.raises(ImportFileError, match="没有“室号”列"):
+        plan_households(db.session, tenant, sheet(buffer.getvalue()))
+
+
+def test_chosen_columns_override_the_aliases(tenant: int, tag: str) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["小区", "楼", "门牌", "负责人"])
+    wb.active.append([f"桂园小区{tag}", "3", "101", "张三"])
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    plan = plan_households(db.session, tenant, sheet(buffer.getvalue()),
+                           mapping_overrides={"room": "门牌", "building": 1,
+                                              "owner_name": "负责人"})
+    assert plan.counts["create"] == 1, plan.rows
+    assert plan.rows.iloc[0]["natural_key"] == "3--101"
+    assert plan.rows.iloc[0]["owner_name"] == "张三"
+
+
+# --- commit, second file, rollback --------------------------------------------------------------
+
+def second_rows(n: dict[str, str]) -> list[list[Any]]:
+    """A later ledger: two households of the first file corrected, one new, one the same."""
+    return [
+        [1, "张三丰", n["gui"], "3", "2", "102", "13812345678", ID_1, None, None],      # update
+        [2, "李四", n["gui"], "3", "2", "103", "13912345678", None, "是", None],        # update
+        [3, "冯五", n["gui"], "5", "1", "501", None, None, None, None],                # unchanged
+        [4, "陈二", n["old"], "8", "3", "301", "13100000000", None, None, None],       # create
+    ]
+
+
+def test_commit_writes_exactly_the_good_rows_and_a_rollback_restores_every_row(
+        tenant: int, tag: str) -> None:
+    n = names(tag)
+    ids = seed(tenant, n)
+    before_first = snapshot(tenant)
+
+    batch, counts = commit(tenant, ledger_xlsx(ledger_rows(n)))
+    assert {k: counts[k] for k in FIRST_COUNTS} == FIRST_COUNTS
+    assert counts["written"] == 5
+    assert batch.state == COMMITTED and batch.committed_at is not None
+    after_first = snapshot(tenant)
+    new_ids = set(after_first["om_household"]) - set(before_first["om_household"])
+    assert len(new_ids) == 4
+    created = {(r.natural_key, r.owner_name, r.phone, r.opted_out) for r in db.session.execute(
+        sa.select(Household).where(Household.id.in_(new_ids))).scalars()}
+    assert created == {("3-2-102", "张三", "13812345678", False),
+                       ("3-2-103", "李四", "13912345678", False),
+                       ("2-1-101", "孙八", "13500000000", True),
+                       ("2-1-102", "吴十", None, False)}
+    xin = db.session.execute(sa.select(Community).where(Community.name == n["xin"])).scalar_one()
+    assert batch.created_communities == [xin.id]
+    assert db.session.get(Household, ids["changed"]).phone == "13611112222"
+    assert db.session.get(Household, ids["changed"]).opted_out is True  # empty cell: kept
+    assert after_first["om_household"][ids["same"]] == before_first["om_household"][ids["same"]]
+    assert after_first["om_household"][ids["other"]] == before_first["om_household"][ids["other"]]
+
+    rows = {r.row_number: r for r in db.session.execute(
+        sa.select(ImportRow).where(ImportRow.batch_id == batch.id)).scalars()}
+    assert sorted(rows) == [5, 6, 7, 9, 10, 12, 13, 14]
+    assert {n_: r.action for n_, r in rows.items()} == {
+        5: "create", 6: "create", 7: "error", 9: "error", 10: "unchanged", 12: "update",
+        13: "create", 14: "create"}
+    assert rows[12].before["phone"] == "13600000000" and rows[12].after["phone"] == "13611112222"
+    assert rows[12].household_id == ids["changed"]
+    assert rows[5].household_id in new_ids and rows[5].before is None
+    assert rows[9].source["phone"] == "1381234" and rows[9].household_id is None
+    assert all(r.tenant_id == tenant for r in rows.values())
+
+    # The second file: updates with before-images taken from what the first wrote.
+    second, counts2 = commit(tenant, ledger_xlsx(second_rows(n)))
+    assert {k: counts2[k] for k in ("create", "update", "unchanged", "error")} == {
+        "create": 1, "update": 2, "unchanged": 1, "error": 0}
+    rows2 = {r.row_number: r for r in db.session.execute(
+        sa.select(ImportRow).where(ImportRow.batch_id == second.id)).scalars()}
+    assert rows2[5].before["owner_name"] == "张三" and rows2[5].after["owner_name"] == "张三丰"
+    assert rows2[6].before["opted_out"] is False and rows2[6].after["opted_out"] is True
+    assert rows2[6].after["opted_out_at"] is not None
+    assert rows2[5].reason == "户主姓名有变化"
+
+    # Rolling back the first batch now is refused: the second changed its households.
+    with pytest.raises(RollbackRefused, match="第5行新增的住户.*又被修改过"):
+        rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+    db.session.rollback()
+
+    # Newest first: each rollback restores exactly what was there before its batch.
+    before_second = after_first
+    result = rollback_batch(db.session, db.session.get(ImportBatch, second.id))
+    db.session.commit()
+    assert result == {"deleted": 1, "restored": 2, "communities_deleted": 1}
+    assert snapshot(tenant) == before_second
+    result = rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+    db.session.commit()
+    assert result == {"deleted": 4, "restored": 1, "communities_deleted": 1}
+    assert snapshot(tenant) == before_first
+    assert db.session.get(ImportBatch, batch.id).state == ROLLED_BACK
+    with pytest.raises(RollbackRefused, match="只有已导入的批次可以撤销"):
+        rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+
+
+def test_rollback_is_refused_when_a_created_household_got_a_meter_account(
+        tenant: int, tag: str) -> None:
+    n = names(tag)
+    seed(tenant, n)
+    batch, _ = commit(tenant, ledger_xlsx(ledger_rows(n)))
+    row = db.session.execute(sa.select(ImportRow).where(
+        ImportRow.batch_id == batch.id, ImportRow.row_number == 13)).scalar_one()
+    account = MeterAccount(tenant_id=tenant, household_id=row.household_id, utility="water",
+                           account_no="41150001")
+    db.session.add(account)
+    db.session.commit()
+    before = snapshot(tenant)
+
+    with pytest.raises(RollbackRefused) as refused:
+        rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+    db.session.rollback()
+    message = str(refused.value)
+    assert "不能撤销这批导入" in message
+    assert f"第13行新增的住户（{n['xin']} 2-1-101）已有供水户表" in message
+    assert f"导入时新建的小区“{n['xin']}”" not in message  # its households are the batch's
+    assert snapshot(tenant) == before
+    assert db.session.get(ImportBatch, batch.id).state == COMMITTED
+
+    # Once the account is gone the batch rolls back.
+    db.session.delete(db.session.get(MeterAccount, account.id))
+    db.session.commit()
+    rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+    db.session.commit()
+    assert db.session.get(Household, row.household_id) is None
+
+
+def test_rollback_is_refused_when_a_created_community_got_other_households(
+        tenant: int, tag: str) -> None:
+    n = names(tag)
+    seed(tenant, n)
+    batch, _ = commit(tenant, ledger_xlsx(ledger_rows(n)))
+    xin = db.session.execute(sa.select(Community).where(Community.name == n["xin"])).scalar_one()
+    db.session.add(Household(tenant_id=tenant, community_id=xin.id, room="999"))
+    db.session.commit()
+    with pytest.raises(RollbackRefused, match=f"导入时新建的小区“{n['xin']}”已有其他住户"):
+        rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+    db.session.rollback()
+
+
+def test_an_updated_household_changed_again_by_hand_blocks_the_rollback(
+        tenant: int, tag: str) -> None:
+    n = names(tag)
+    ids = seed(tenant, n)
+    batch, _ = commit(tenant, ledger_xlsx(ledger_rows(n)))
+    household = db.session.get(Household, ids["changed"])
+    household.owner_name = "周九九"
+    db.session.commit()
+    with pytest.raises(RollbackRefused, match="第12行更新的住户.*又被修改过（户主姓名）"):
+        rollback_batch(db.session, db.session.get(ImportBatch, batch.id))
+    db.session.rollback()
+
+
+# --- the error workbook -----------------------------------------------------------------------
+
+def test_error_workbook_repeats_each_bad_row_with_its_row_number_and_reason(
+        tenant: int, tag: str) -> None:
+    n = names(tag)
+    seed(tenant, n)
+    data = ledger_xlsx(ledger_rows(n))
+    plan = plan_households(db.session, tenant, sheet(data))
+    from_plan = openpyxl.load_workbook(io.BytesIO(error_workbook(plan))).active
+    batch, _ = commit(tenant, data)
+    from_batch = openpyxl.load_workbook(io.BytesIO(error_workbook(batch))).active
+
+    for ws in (from_plan, from_batch):
+        values = [list(r) for r in ws.iter_rows(values_only=True)]
+        assert values[0][0] == "导入错误明细（请修改后重新上传）"
+        assert values[1][0].startswith("填报单位：平东办事处")
+        assert values[2] == ["原表行号", "序号", "户主姓名", "住址/小区", "住址/楼栋", "住址/单元",
+                             "住址/室号", "联系电话", "身份证号", "是否自愿不改造", "备注", "错误原因"]
+        assert values[3] == [7, 3, "王五", n["gui"], "3栋", "2单元", "102室", "13800000001",
+                             None, None, None, "与第5行重复"]
+        assert values[4][:11] == [9, 4, "赵六", n["jian"], "1号楼", 1, 201, "1381234", None,
+                                  None, "电话待核"]
+        assert values[4][11].startswith("联系电话：手机号应为11位")
+        assert len(values) == 5
+
+
+def test_formula_like_cells_are_neutralized_in_the_error_workbook(tenant: int, tag: str) -> None:
+    rows = [[1, "@HYPERLINK(\"http://x\")", f"桂园小区{tag}", "1", "1", None, None, None, None,
+             None]]
+    plan = plan_households(db.session, tenant, sheet(ledger_xlsx(rows)))
+    assert plan.counts["error"] == 1 and plan.rows.iloc[0]["reason"] == "缺少室号"
+    ws = openpyxl.load_workbook(io.BytesIO(error_workbook(plan))).active
+    assert ws.cell(row=4, column=3).value == "'@HYPERLINK(\"http://x\")"
