@@ -17,6 +17,9 @@ a foreign key: the history of a batch outlives a household deleted later (or by 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -74,14 +77,14 @@ class ImportBatch(TenantScoped, Model):
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="households")
+    kind: Mapped[str] = mapped_column(sa.String(32), nullable=False, default="households", info={"checked": True})
     filename: Mapped[str] = mapped_column(sa.String(255), nullable=False)
     #: SHA-256 of the bytes, lowercase hex.
-    content_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    content_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False, info={"checked": True})
     size: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     #: Where the bytes are: `<tenant>/imports/<sha256>.<ext>` under ONEMETER_UPLOAD_DIR.
-    file_key: Mapped[str] = mapped_column(sa.String(255), nullable=False)
-    state: Mapped[str] = mapped_column(sa.String(16), nullable=False, default=UPLOADED)
+    file_key: Mapped[str] = mapped_column(sa.String(255), nullable=False, info={"checked": True})
+    state: Mapped[str] = mapped_column(sa.String(16), nullable=False, default=UPLOADED, info={"checked": True})
     #: The last plan's counts: create, update, unchanged, error, duplicate_in_file (a subset
     #: of error), rows (data rows), skipped (blank/小计/合计 rows), communities_create.
     counts: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
@@ -96,7 +99,7 @@ class ImportBatch(TenantScoped, Model):
     #: Why the batch failed, or why the last commit/rollback was refused (Chinese).
     message: Mapped[str | None] = mapped_column(sa.Text)
     #: The error workbook (`<tenant>/imports/errors-<sha256>.xlsx`), when rows were bad.
-    error_file: Mapped[str | None] = mapped_column(sa.String(255))
+    error_file: Mapped[str | None] = mapped_column(sa.String(255), info={"checked": True})
     created_by: Mapped[int | None] = mapped_column(sa.Integer, sa.ForeignKey("ab_user.id"))
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=False, default=_now)
     previewed_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
@@ -123,6 +126,17 @@ class ImportBatch(TenantScoped, Model):
     @property
     def kind_label(self) -> str:
         return BATCH_KIND_LABELS.get(self.kind, self.kind)
+
+    @classmethod
+    def om_sample(cls, session: Any, tenant_id: int, marker: str) -> ImportBatch:
+        """A previewed batch whose free text reads `marker` (for the access matrix)."""
+        digest = hashlib.sha256(f"{marker}{uuid.uuid4()}".encode()).hexdigest()
+        batch = cls(tenant_id=tenant_id, kind="households", filename=f"{marker}filename",
+                    content_hash=digest, size=1, file_key=f"{tenant_id}/imports/{digest}.csv",
+                    state=PREVIEWED, counts={"create": 1}, message=f"{marker}message")
+        session.add(batch)
+        session.flush()
+        return batch
 
 
 class ImportRow(TenantScoped, Model):

@@ -1,0 +1,122 @@
+"""台账导入 through the pages, as a clerk does it: upload, dry run on a real RQ worker,
+confirm, download the error list, undo; other sub-districts and read-only roles kept out."""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import sqlalchemy as sa
+from flask import Flask
+
+from onemeter.database import db
+from onemeter.registry.models import Community, Household
+from onemeter.tenancy import TenantScope, use_scope
+from tests.support.stack import Stack
+from tests.test_import_jobs import empty_imports_queue, run_worker  # noqa: F401 (fixture)
+
+
+def ledger(community: str) -> bytes:
+    """A GBK-free, BOM-prefixed CSV the way a clerk exports it: 3 good rows, 1 bad phone."""
+    text = ("小区,楼栋,单元,室号,户主,联系电话\n"
+            f"{community},三号楼,二单元,１０１,张三,13800000001\n"
+            f"{community},3#,2,102室,李四,13800000002\n"
+            f"{community},3栋,2单元,103,王五,\n"
+            f"{community},3,2,104,赵六,12345\n")
+    return "\ufeff".encode() + text.encode("utf-8")
+
+
+def upload(client: Any, data: bytes, name: str = "台账.csv") -> Any:
+    return client.post("/imports/upload", data={"ledger": (io.BytesIO(data), name)},
+                       content_type="multipart/form-data")
+
+
+def households(app: Flask, tenant_id: int, community: str) -> list[str]:
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        return sorted(db.session.scalars(
+            sa.select(Household.natural_key).join(
+                Community, Community.id == Household.community_id)
+            .where(Community.name == community)))
+
+
+def batch_id(response: Any) -> int:
+    return int(re.search(r"/imports/show/(\d+)", response.headers["Location"]).group(1))
+
+
+def test_a_clerk_uploads_previews_commits_downloads_errors_and_undoes(
+        app: Flask, stack: Stack, tmp_path: Path, login: Callable[..., Any],
+        tenant_ids: dict[str, int]) -> None:
+    tenant = tenant_ids["pingxi"]
+    community = f"导入页面{uuid.uuid4().hex[:6]}"
+    staff, district = login("pingxi_staff"), login("district")
+    assert 'name="ledger"' in staff.get("/imports/list/").get_data(as_text=True)
+    assert 'name="ledger"' not in district.get("/imports/list/").get_data(as_text=True)
+
+    response = upload(staff, ledger(community))
+    assert response.status_code == 302
+    pk = batch_id(response)
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "已开始预览" in page and 'http-equiv="refresh"' in page  # polls while it runs
+    run_worker(stack, tmp_path)
+
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "预览（尚未写入）" in page and "已预览" in page
+    counts = re.search(r'om-counts.*?</table>', page, re.S).group(0)
+    assert re.findall(r"<td>([\d,]+) 行</td>", counts) == ["3", "0", "0", "1"]
+    assert "13800000001" in page                       # the clerk sees residents' data
+    assert households(app, tenant, community) == []     # a dry run writes nothing
+    viewer_page = district.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "13800000001" not in viewer_page and "138****0001" in viewer_page
+    assert "确认导入" not in viewer_page
+    assert district.get(f"/imports/errors/{pk}").status_code in (302, 403)
+
+    other = login("pingqiao_staff")
+    assert other.get(f"/imports/show/{pk}").status_code == 404
+    assert other.post(f"/imports/run/{pk}/commit").status_code == 404
+
+    staff.post(f"/imports/run/{pk}/commit")
+    run_worker(stack, tmp_path)
+    assert households(app, tenant, community) == ["3-2-101", "3-2-102", "3-2-103"]
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "导入结果" in page and "撤销本批导入" in page
+
+    errors = staff.get(f"/imports/errors/{pk}")
+    assert errors.status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(errors.data)).active
+    text = "\n".join(" ".join(str(c) for c in row if c is not None)
+                     for row in sheet.iter_rows(values_only=True))
+    assert "12345" in text and "5" in text and "手机号" in text   # Excel row 5, the reason
+
+    again = upload(staff, ledger(community), "台账（重传）.csv")
+    assert batch_id(again) == pk                        # the same bytes: the same batch
+    assert "没有重复导入" in staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert households(app, tenant, community) == ["3-2-101", "3-2-102", "3-2-103"]
+
+    staff.post(f"/imports/run/{pk}/rollback")
+    run_worker(stack, tmp_path)
+    assert households(app, tenant, community) == []
+    assert "已撤销" in staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+
+
+def test_a_renamed_text_file_fails_in_words_and_writes_nothing(
+        app: Flask, stack: Stack, tmp_path: Path, login: Callable[..., Any]) -> None:
+    staff = login("pingdong_staff")
+    pk = batch_id(upload(staff, "这不是表格\n".encode() * 20, "台账.xlsx"))
+    run_worker(stack, tmp_path)
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "失败" in page and "文件内容不是Excel表格" in page
+    assert "确认导入" not in page
+
+
+def test_an_empty_upload_is_refused_on_the_list_page(login: Callable[..., Any]) -> None:
+    staff = login("pingdong_staff")
+    assert upload(staff, b"", "台账.csv").status_code == 302
+    page = staff.get("/imports/list/").get_data(as_text=True)
+    assert "文件是空的（0字节）" in page
+    staff.post("/imports/upload", data={})
+    assert "请选择要导入的台账文件" in staff.get("/imports/list/").get_data(as_text=True)
