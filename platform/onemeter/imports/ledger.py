@@ -41,7 +41,7 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,8 @@ IMAGE_COLUMNS = tuple(c.name for c in Household.__table__.columns if c.name != "
 SAMPLE_ROWS = 20
 #: Rows per write step (progress and cancellation are checked between steps).
 DEFAULT_CHUNK_ROWS = 5000
-_IN_CHUNK = 900  # ids per IN (…) list (SQLite allows 999 parameters by default)
+#: Ids per IN (…) list: SQLite allows 999 parameters by default, PostgreSQL 65535.
+_IN_CHUNK = {"sqlite": 900, "postgresql": 20000}
 _LOCK_KEY = 7412  # pg_advisory_xact_lock(7412, tenant): imports of one tenant, one at a time
 
 #: progress(done, total, message)
@@ -274,10 +275,9 @@ def _existing_households(session: Session, tenant_id: int, community_ids: Sequen
     table = Household.__table__
     frames = []
     ids = sorted(set(community_ids))
-    for start in range(0, len(ids), _IN_CHUNK):
+    for part in _chunked(session, ids):
         query = (sa.select(*(table.c[name] for name in IMAGE_COLUMNS))
-                 .where(table.c.tenant_id == tenant_id,
-                        table.c.community_id.in_(ids[start:start + _IN_CHUNK])))
+                 .where(table.c.tenant_id == tenant_id, table.c.community_id.in_(part)))
         if lock and session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
         result = session.execute(query)
@@ -423,6 +423,8 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     else:
         rows["opted_out_given"] = False
     rows["changes"] = pd.Series(None, index=d.index, dtype=object)
+    for name in UPDATABLE:
+        rows[f"chg_{name}"] = False
 
     # --- against the database -----------------------------------------------------------
     good = ~is_error
@@ -454,6 +456,7 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
                 differs = new.notna() & (new.astype(object) != old.astype(object))
             differs = differs.fillna(False).astype(bool)
             change_lists[name] = differs
+            rows.loc[matched, f"chg_{name}"] = differs.to_numpy()
             changed |= differs
         rows.loc[matched, "action"] = np.where(changed, UPDATE, UNCHANGED)
         updated = matched[changed.to_numpy()]
@@ -555,18 +558,15 @@ def lock_tenant_imports(session: Session, batch: ImportBatch) -> None:
     session.refresh(batch)
 
 
-def _records(rows: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
-    return [{k: _plain(v) for k, v in record.items()}
-            for record in rows[list(columns)].to_dict("records")]
-
-
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
 def _temp_table(connection: sa.Connection, source: sa.Table, columns: Sequence[str],
                 extra: Mapping[str, str]) -> str:
-    """A TEMP table (dropped at commit) with `columns` typed as in `source`, plus `extra`."""
+    """A TEMP table (dropped at commit) with `columns` typed as in `source`, plus `extra`.
+
+    Temporary tables have no row-level security, so PostgreSQL accepts COPY into them."""
     name = f"om_stage_{uuid.uuid4().hex[:12]}"
     dialect = connection.dialect
     parts = [f"{c} {source.c[c].type.compile(dialect=dialect)}" for c in columns]
@@ -576,7 +576,7 @@ def _temp_table(connection: sa.Connection, source: sa.Table, columns: Sequence[s
 
 
 def _copy(connection: sa.Connection, table: str, columns: Sequence[str],
-          rows: Sequence[Sequence[Any]]) -> None:
+          rows: Iterable[Sequence[Any]]) -> None:
     """COPY rows into a (temporary) table through the transaction's psycopg connection."""
     raw = connection.connection.driver_connection
     with raw.cursor() as cursor, \
@@ -585,8 +585,66 @@ def _copy(connection: sa.Connection, table: str, columns: Sequence[str],
             copy.write_row(row)
 
 
+#: The household columns an import writes (an update sets only UPDATABLE and opted_out_at).
 _WRITE_COLUMNS = ("community_id", "building", "unit", "room", "natural_key", "owner_name",
                   "phone", "id_number", "opted_out", "opted_out_at")
+_SET_ON_UPDATE = (*UPDATABLE, "opted_out_at")
+
+
+def _objects(values: pd.Series) -> np.ndarray:
+    """A column as an object array with None for every missing value."""
+    array = values.to_numpy(dtype=object, copy=True)  # writable (copy-on-write views are not)
+    array[pd.isna(array)] = None
+    return array
+
+
+def _final_values(plan: ImportPlan, write: pd.DataFrame, now: dt.datetime
+                  ) -> dict[str, np.ndarray]:
+    """Every image column (but id) of the households the create/update rows leave behind:
+    the file's values for a create; for an update the registry's row with the changed
+    fields replaced (vectorized; the registry's rows are looked up once per update row)."""
+    updates = np.flatnonzero((write["action"] == UPDATE).to_numpy())
+    creates = np.flatnonzero((write["action"] == CREATE).to_numpy())
+    existing: dict[str, np.ndarray] = {}
+    if len(updates):
+        images = [plan.existing[int(i)] for i in
+                  write["household_id"].to_numpy(dtype=object)[updates]]
+        existing = {c: np.array([image[c] for image in images], dtype=object)
+                    for c in IMAGE_COLUMNS}
+    out: dict[str, np.ndarray] = {}
+    given = write["opted_out_given"].to_numpy(dtype=bool)
+    opted_file = np.array([v is True for v in write["opted_out"].to_numpy(dtype=object)],
+                          dtype=bool)
+    for c in IMAGE_COLUMNS:
+        if c == "id":
+            continue
+        if c == "community_id":
+            values = np.zeros(len(write), dtype=object)
+            values[creates] = write["community_id"].to_numpy(dtype=object)[creates]
+        elif c in ("opted_out", "opted_out_at", "optout_reason", "optout_letter"):
+            values = np.full(len(write), None, dtype=object)
+        else:
+            values = _objects(write[c])
+        if c == "opted_out":
+            values[creates] = (given & opted_file)[creates]
+        if c == "opted_out_at":
+            values[creates] = np.where((given & opted_file)[creates], now, None)
+        if len(updates):
+            if c in UPDATABLE:
+                changed = write[f"chg_{c}"].to_numpy(dtype=bool)[updates]
+                values[updates] = np.where(changed, values[updates] if c != "opted_out"
+                                           else opted_file[updates], existing[c])
+            elif c == "opted_out_at":
+                changed = write["chg_opted_out"].to_numpy(dtype=bool)[updates]
+                values[updates] = np.where(changed,
+                                           np.where(opted_file[updates], now, None),
+                                           existing[c])
+            else:
+                values[updates] = existing[c]
+        out[c] = values
+    out["community_id"] = np.array([int(v) for v in out["community_id"]], dtype=object)
+    out["opted_out"] = np.array([bool(v) for v in out["opted_out"]], dtype=object)
+    return out
 
 
 def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
@@ -606,7 +664,7 @@ def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
     rows = plan.rows.copy()
     now = _now()
 
-    # Communities first: the households need their ids.
+    # Communities first: the households need their ids (ORM: change-logged, categorized).
     created_communities: list[int] = []
     wanted = set(rows.loc[(rows["action"] == CREATE) & rows["community_id"].isna(),
                           "community"].tolist())
@@ -623,43 +681,30 @@ def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
         rows.loc[fill, "community_id"] = rows.loc[fill, "community"].map(
             {n: c.id for n, c in made.items()}).astype("Int64")
 
-    # The images: what each written household will be.
     write = rows[rows["action"].isin([CREATE, UPDATE])]
-    after: dict[int, dict[str, Any]] = {}
-    records: list[dict[str, Any]] = []
-    for number, row in zip(write.index.tolist(), write.to_dict("records"), strict=True):
-        if row["action"] == CREATE:
-            opted = bool(_plain(row["opted_out"])) if row["opted_out_given"] else False
-            image = {"community_id": int(row["community_id"]), "building": _plain(row["building"]),
-                     "unit": _plain(row["unit"]), "room": _plain(row["room"]),
-                     "natural_key": row["natural_key"], "owner_name": _plain(row["owner_name"]),
-                     "phone": _plain(row["phone"]), "id_number": _plain(row["id_number"]),
-                     "opted_out": opted, "opted_out_at": now if opted else None,
-                     "optout_reason": None, "optout_letter": None}
-        else:
-            image = dict(plan.existing[int(row["household_id"])])
-            for name, (_old, new) in (row["changes"] or {}).items():
-                image[name] = new
-            if "opted_out" in (row["changes"] or {}):
-                image["opted_out_at"] = now if image["opted_out"] else None
-        after[number] = image
-        records.append({"row_number": number, "action": row["action"],
-                        "household_id": _plain(row["household_id"]), **image})
-
-    written, lost = _write_households(session, tenant_id, records, report, chunk_rows, pause,
-                                      check, total=len(rows))
-    for record in records:
-        number = record["row_number"]
-        household_id = written.get(number)
-        if household_id is None:
-            continue
-        rows.at[number, "household_id"] = household_id
-        after[number]["id"] = household_id
+    final = _final_values(plan, write, now)
+    numbers = write.index.to_numpy(dtype=np.int64)
+    chunk_rows = max(1, int(chunk_rows))
+    chunk_of = np.arange(len(write)) // chunk_rows
+    befores = [json.dumps(jsonable(plan.existing[int(h)]), ensure_ascii=False)
+               if a == UPDATE else None
+               for a, h in zip(write["action"].tolist(), write["household_id"].to_numpy(
+                   dtype=object), strict=True)]
+    staged = {**{c: final[c] for c in _WRITE_COLUMNS},
+              "row_number": numbers.tolist(), "action": write["action"].tolist(),
+              "chunk": chunk_of.tolist(), "household_id": _objects(write["household_id"]),
+              "before": befores, "reason": _objects(write["reason"])}
+    for c in ("optout_reason", "optout_letter"):
+        staged[c] = final[c]
+    if _dialect(session) == "postgresql":
+        lost = _write_postgres(session, batch, staged, report, pause, check, now)
+    else:
+        lost = _write_sqlite(session, batch, staged, report, chunk_rows, pause, check)
     if lost:
         rows.loc[lost, "action"] = ERROR
-        rows.loc[lost, "reason"] = "提交时本小区已有同一住户（可能刚被他人录入），本行未导入；请重新预览后再导入"
-
-    _write_import_rows(session, batch, plan, rows, after)
+        rows.loc[lost, "reason"] = ("提交时本小区已有同一住户（可能刚被他人录入），本行未导入；"
+                                    "请重新预览后再导入")
+    _write_other_rows(session, batch, plan, rows[~rows["action"].isin([CREATE, UPDATE])])
 
     action_counts = rows["action"].value_counts()
     counts = dict(plan.counts)
@@ -679,147 +724,177 @@ def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
         "action": "update", "before": {"state": before_state},
         "after": {"state": COMMITTED, "filename": batch.filename, "counts": counts,
                   "created_communities": created_communities}}])
-    report(len(rows), len(rows), "导入完成")
+    report(len(write), max(len(write), 1), "导入完成")
     return counts
 
 
-def _write_households(session: Session, tenant_id: int, records: list[dict[str, Any]],
-                      report: Progress, chunk_rows: int, pause: float,
-                      check: Callable[[], None] | None, total: int
-                      ) -> tuple[dict[int, int], list[int]]:
-    """Insert/update the households; (row number → household id, row numbers not written)."""
+_STAGE_EXTRA = {"row_number": "integer", "action": "text", "chunk": "integer",
+                "household_id": "integer", "before": "json", "reason": "text",
+                "optout_reason": "text", "optout_letter": "text"}
+
+
+def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any],
+                    report: Progress, pause: float, check: Callable[[], None] | None,
+                    now: dt.datetime) -> list[int]:
+    """COPY → TEMP table → INSERT … ON CONFLICT per step; the ImportRows of the written rows
+    with the after-image as PostgreSQL stored it. Returns the create rows not written."""
     connection = session.connection()
-    table = Household.__table__
-    chunk_rows = max(1, int(chunk_rows))
-    chunks = [records[i:i + chunk_rows] for i in range(0, len(records), chunk_rows)]
-    written: dict[int, int] = {}
-    lost: list[int] = []
-    postgres = connection.dialect.name == "postgresql"
-    stage = None
-    if postgres and records:
-        stage = _temp_table(connection, table, _WRITE_COLUMNS,
-                            {"row_number": "integer", "action": "text", "chunk": "integer"})
-        _copy(connection, stage, (*_WRITE_COLUMNS, "row_number", "action", "chunk"),
-              [(*(r[c] for c in _WRITE_COLUMNS), r["row_number"], r["action"], i)
-               for i, chunk in enumerate(chunks) for r in chunk])
-    columns = ", ".join(_WRITE_COLUMNS)
+    tenant_id = batch.tenant_id
+    total = len(staged["row_number"])
+    if not total:
+        return []
+    columns = (*_WRITE_COLUMNS, *_STAGE_EXTRA)
+    stage = _temp_table(connection, Household.__table__, _WRITE_COLUMNS,
+                        {k: v for k, v in _STAGE_EXTRA.items()})
+    _copy(connection, stage, columns, zip(*(staged[c] for c in columns), strict=True))
+    connection.exec_driver_sql(f"CREATE INDEX ON {stage} (chunk, action)")
+    connection.exec_driver_sql(f"ANALYZE {stage}")
+    names = ", ".join(_WRITE_COLUMNS)
     selected = ", ".join(f"s.{c}" for c in _WRITE_COLUMNS)
-    done = 0
-    for i, chunk in enumerate(chunks):
+    insert = (f"INSERT INTO om_household (tenant_id, {names}) SELECT :tenant, {selected} "
+              f"FROM {stage} s WHERE s.chunk = :chunk AND s.action = :action "
+              "ORDER BY s.row_number ON CONFLICT (tenant_id, community_id, natural_key) ")
+    create = sa.text(insert + "DO NOTHING RETURNING id")
+    update = sa.text(insert + "DO UPDATE SET "
+                     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SET_ON_UPDATE)
+                     + " RETURNING id")
+    chunks = max(staged["chunk"]) + 1
+    actions = np.array(staged["action"], dtype=object)
+    chunk_of = np.array(staged["chunk"])
+    done, short, made_ids = 0, False, set()
+    for chunk in range(chunks):
         if check is not None:
             check()
-        if postgres:
-            inserted = connection.execute(sa.text(
-                f"INSERT INTO om_household (tenant_id, {columns}) "
-                f"SELECT :tenant, {selected} FROM {stage} s "
-                "WHERE s.chunk = :chunk AND s.action = 'create' ORDER BY s.row_number "
-                "ON CONFLICT (tenant_id, community_id, natural_key) DO NOTHING "
-                "RETURNING id, community_id, natural_key"),
-                {"tenant": tenant_id, "chunk": i}).all()
-            by_key = {(c, k): h for h, c, k in inserted}
-            updated = connection.execute(sa.text(
-                f"INSERT INTO om_household (tenant_id, {columns}) "
-                f"SELECT :tenant, {selected} FROM {stage} s "
-                "WHERE s.chunk = :chunk AND s.action = 'update' ORDER BY s.row_number "
-                "ON CONFLICT (tenant_id, community_id, natural_key) DO UPDATE SET "
-                + ", ".join(f"{c} = EXCLUDED.{c}" for c in
-                            ("owner_name", "phone", "id_number", "opted_out", "opted_out_at"))
-                + " RETURNING id"), {"tenant": tenant_id, "chunk": i}).all()
-            if len(updated) != sum(1 for r in chunk if r["action"] == UPDATE):
-                raise RuntimeError("更新住户时行数不符")
-            for r in chunk:
-                if r["action"] == CREATE:
-                    household_id = by_key.get((r["community_id"], r["natural_key"]))
-                    if household_id is None:
-                        lost.append(r["row_number"])
-                    else:
-                        written[r["row_number"]] = household_id
-                else:
-                    written[r["row_number"]] = r["household_id"]
-        else:
-            written.update(_write_chunk_sqlite(connection, tenant_id, chunk))
-        done += len(chunk)
-        report(done, len(records), f"已写入 {done} / {len(records)} 行")
-        if pause and i < len(chunks) - 1:
+        params = {"tenant": tenant_id, "chunk": chunk}
+        in_chunk = chunk_of == chunk
+        made = connection.execute(create, {**params, "action": CREATE}).all()
+        changed = connection.execute(update, {**params, "action": UPDATE}).all()
+        if len(changed) != int((in_chunk & (actions == UPDATE)).sum()):
+            raise RuntimeError("更新住户时行数不符（住户在导入过程中被删除？）")
+        short |= len(made) != int((in_chunk & (actions == CREATE)).sum())
+        made_ids.update(h for (h,) in made)
+        done += int(in_chunk.sum())
+        report(done, total, f"已写入 {done} / {total} 行")
+        if pause and chunk < chunks - 1:
             time.sleep(pause)
-    return written, lost
+    lost: list[int] = []
+    if short:
+        # A create met a household someone else inserted meanwhile: it is not ours.
+        lost = [n for n, h in connection.execute(sa.text(
+            f"SELECT s.row_number, h.id FROM {stage} s JOIN om_household h "
+            "ON h.tenant_id = :tenant AND h.community_id = s.community_id "
+            "AND h.natural_key = s.natural_key WHERE s.action = 'create'"),
+            {"tenant": tenant_id}) if h not in made_ids]
+        if lost:
+            connection.execute(sa.text(f"UPDATE {stage} SET action = 'error' "
+                                       "WHERE row_number = ANY(:lost)"), {"lost": lost})
+    image = ", ".join(f"'{c}', h.{c}" for c in IMAGE_COLUMNS)
+    connection.execute(sa.text(
+        "INSERT INTO om_import_row (tenant_id, batch_id, row_number, action, household_id, "
+        "community_id, natural_key, before, after, reason) "
+        f"SELECT :tenant, :batch, s.row_number, s.action, h.id, h.community_id, h.natural_key, "
+        f"s.before, json_build_object({image}), s.reason FROM {stage} s "
+        "JOIN om_household h ON h.tenant_id = :tenant AND h.community_id = s.community_id "
+        "AND h.natural_key = s.natural_key WHERE s.action IN ('create', 'update') "
+        "ORDER BY s.row_number"), {"tenant": tenant_id, "batch": batch.id})
+    return lost
 
 
-def _write_chunk_sqlite(connection: sa.Connection, tenant_id: int, chunk: list[dict[str, Any]]
-                        ) -> dict[int, int]:
+def _write_sqlite(session: Session, batch: ImportBatch, staged: dict[str, Any],
+                  report: Progress, chunk_rows: int, pause: float,
+                  check: Callable[[], None] | None) -> list[int]:
+    """executemany INSERT … ON CONFLICT per step (the database's write lock is held since the
+    plan, so no create can meet someone else's row); the ImportRows with their images."""
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    table = Household.__table__
-    written: dict[int, int] = {}
-    creates = [r for r in chunk if r["action"] == CREATE]
-    updates = [r for r in chunk if r["action"] == UPDATE]
-    if creates:
-        before = connection.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
-        statement = sqlite_insert(table).on_conflict_do_nothing(
-            index_elements=["tenant_id", "community_id", "natural_key"])
-        connection.execute(statement, [{"tenant_id": tenant_id,
-                                        **{c: r[c] for c in _WRITE_COLUMNS}} for r in creates])
-        new = {(c, k): h for h, c, k in connection.execute(
-            sa.select(table.c.id, table.c.community_id, table.c.natural_key)
-            .where(table.c.tenant_id == tenant_id, table.c.id > before))}
-        for r in creates:
-            household_id = new.get((r["community_id"], r["natural_key"]))
-            if household_id is None:  # the write lock is held since the plan: cannot happen
-                raise RuntimeError(f"第{r['row_number']}行的住户未能写入")
-            written[r["row_number"]] = household_id
-    if updates:
-        statement = sqlite_insert(table)
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "community_id", "natural_key"],
-            set_={c: statement.excluded[c] for c in
-                  ("owner_name", "phone", "id_number", "opted_out", "opted_out_at")})
-        connection.execute(statement, [{"tenant_id": tenant_id,
-                                        **{c: r[c] for c in _WRITE_COLUMNS}} for r in updates])
-        written.update({r["row_number"]: r["household_id"] for r in updates})
-    return written
-
-
-_ROW_COLUMNS = ("batch_id", "row_number", "action", "household_id", "community_id",
-                "natural_key", "before", "after", "source", "reason")
-
-
-def _write_import_rows(session: Session, batch: ImportBatch, plan: ImportPlan,
-                       rows: pd.DataFrame, after: dict[int, dict[str, Any]]) -> None:
     connection = session.connection()
-    table = ImportRow.__table__
-    postgres = connection.dialect.name == "postgresql"
+    table = Household.__table__
+    tenant_id = batch.tenant_id
+    total = len(staged["row_number"])
+    records = [dict(zip(staged, values, strict=True))
+               for values in zip(*staged.values(), strict=True)]
+    create = sqlite_insert(table).on_conflict_do_nothing(
+        index_elements=["tenant_id", "community_id", "natural_key"])
+    update = sqlite_insert(table)
+    update = update.on_conflict_do_update(
+        index_elements=["tenant_id", "community_id", "natural_key"],
+        set_={c: update.excluded[c] for c in _SET_ON_UPDATE})
+    first_new = (connection.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0) + 1
+    done = 0
+    for start in range(0, total, chunk_rows):
+        if check is not None:
+            check()
+        chunk = records[start:start + chunk_rows]
+        for statement, action in ((create, CREATE), (update, UPDATE)):
+            values = [{"tenant_id": tenant_id, **{c: r[c] for c in _WRITE_COLUMNS}}
+                      for r in chunk if r["action"] == action]
+            if values:
+                connection.execute(statement, values)
+        done += len(chunk)
+        report(done, total, f"已写入 {done} / {total} 行")
+        if pause and start + chunk_rows < total:
+            time.sleep(pause)
+    new = {(c, k): h for h, c, k in connection.execute(
+        sa.select(table.c.id, table.c.community_id, table.c.natural_key)
+        .where(table.c.tenant_id == tenant_id, table.c.id >= first_new))}
     out = []
-    for number, row in zip(rows.index.tolist(), rows.to_dict("records"), strict=True):
-        action = row["action"]
-        household_id = _plain(row["household_id"])
-        before = plan.existing.get(int(household_id)) if action == UPDATE else None
-        image = after.get(number) if action in (CREATE, UPDATE) else (
-            plan.existing.get(int(household_id)) if action == UNCHANGED else None)
-        values = {
-            "batch_id": batch.id, "row_number": int(number), "action": action,
-            "household_id": household_id,
-            "community_id": _plain(row["community_id"]),
-            "natural_key": _plain(row["natural_key"]),
-            "before": jsonable(before), "after": jsonable(image),
-            "source": plan.source_of(int(number)) if action == ERROR else None,
-            "reason": _plain(row["reason"]),
-        }
-        out.append(values)
-    if not out:
+    for r in records:
+        if r["action"] == CREATE:
+            household_id = new.get((r["community_id"], r["natural_key"]))
+            if household_id is None:  # cannot happen under the write lock
+                raise RuntimeError(f"第{r['row_number']}行的住户未能写入")
+        else:
+            household_id = r["household_id"]
+        after = {"id": household_id, **{c: r[c] for c in IMAGE_COLUMNS if c != "id"}}
+        out.append({"tenant_id": tenant_id, "batch_id": batch.id,
+                    "row_number": r["row_number"], "action": r["action"],
+                    "household_id": household_id, "community_id": r["community_id"],
+                    "natural_key": r["natural_key"],
+                    "before": json.loads(r["before"]) if r["before"] else None,
+                    "after": jsonable(after), "source": None, "reason": r["reason"]})
+    for start in range(0, len(out), DEFAULT_CHUNK_ROWS):
+        connection.execute(ImportRow.__table__.insert(), out[start:start + DEFAULT_CHUNK_ROWS])
+    return []
+
+
+_OTHER_COLUMNS = ("row_number", "action", "household_id", "community_id", "natural_key",
+                  "source", "reason")
+
+
+def _write_other_rows(session: Session, batch: ImportBatch, plan: ImportPlan,
+                      rows: pd.DataFrame) -> None:
+    """ImportRows of the rows not written: errors (with their cells) and unchanged rows."""
+    if not len(rows):
         return
-    if postgres:
-        stage = _temp_table(connection, table, _ROW_COLUMNS, {})
-        _copy(connection, stage, _ROW_COLUMNS, [
-            tuple(json.dumps(v[c], ensure_ascii=False) if c in ("before", "after", "source")
-                  and v[c] is not None else v[c] for c in _ROW_COLUMNS) for v in out])
+    connection = session.connection()
+    numbers = rows.index.tolist()
+    actions = rows["action"].tolist()
+    values = {
+        "row_number": numbers, "action": actions,
+        "household_id": _objects(rows["household_id"]).tolist(),
+        "community_id": _objects(rows["community_id"]).tolist(),
+        "natural_key": _objects(rows["natural_key"]).tolist(),
+        "source": [plan.source_of(int(n)) if a == ERROR else None
+                   for n, a in zip(numbers, actions, strict=True)],
+        "reason": _objects(rows["reason"]).tolist(),
+    }
+    if connection.dialect.name == "postgresql":
+        stage = _temp_table(connection, ImportRow.__table__, _OTHER_COLUMNS, {})
+        values["source"] = [json.dumps(v, ensure_ascii=False) if v is not None else None
+                            for v in values["source"]]
+        _copy(connection, stage, _OTHER_COLUMNS,
+              zip(*(values[c] for c in _OTHER_COLUMNS), strict=True))
         connection.execute(sa.text(
-            f"INSERT INTO om_import_row (tenant_id, {', '.join(_ROW_COLUMNS)}) "
-            f"SELECT :tenant, {', '.join(_ROW_COLUMNS)} FROM {stage} ORDER BY row_number"),
-            {"tenant": batch.tenant_id})
-    else:
-        for start in range(0, len(out), DEFAULT_CHUNK_ROWS):
-            connection.execute(table.insert(), [{"tenant_id": batch.tenant_id, **v}
-                                                for v in out[start:start + DEFAULT_CHUNK_ROWS]])
+            f"INSERT INTO om_import_row (tenant_id, batch_id, {', '.join(_OTHER_COLUMNS)}) "
+            f"SELECT :tenant, :batch, {', '.join(_OTHER_COLUMNS)} FROM {stage} "
+            "ORDER BY row_number"), {"tenant": batch.tenant_id, "batch": batch.id})
+        return
+    records = [{"tenant_id": batch.tenant_id, "batch_id": batch.id,
+                **dict(zip(_OTHER_COLUMNS, v, strict=True))}
+               for v in zip(*(values[c] for c in _OTHER_COLUMNS), strict=True)]
+    for start in range(0, len(records), DEFAULT_CHUNK_ROWS):
+        connection.execute(ImportRow.__table__.insert(),
+                           records[start:start + DEFAULT_CHUNK_ROWS])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -853,9 +928,10 @@ def _referencing(table_name: str) -> list[tuple[sa.Table, sa.Column]]:
     return found
 
 
-def _chunked(values: Sequence[int]) -> list[Sequence[int]]:
+def _chunked(session: Session, values: Sequence[int]) -> list[Sequence[int]]:
     values = list(values)
-    return [values[i:i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)]
+    size = _IN_CHUNK.get(session.get_bind().dialect.name, 900)
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def _describe_table(table: sa.Table) -> str:
@@ -867,7 +943,7 @@ def _current(session: Session, tenant_id: int, ids: Sequence[int], *, lock: bool
              ) -> dict[int, dict[str, Any]]:
     table = Household.__table__
     current: dict[int, dict[str, Any]] = {}
-    for part in _chunked(sorted(set(ids))):
+    for part in _chunked(session, sorted(set(ids))):
         query = sa.select(*(table.c[c] for c in IMAGE_COLUMNS)).where(
             table.c.tenant_id == tenant_id, table.c.id.in_(part))
         if lock and _dialect(session) == "postgresql":
@@ -900,6 +976,7 @@ def rollback_problems(session: Session, batch: ImportBatch, *, lock: bool = Fals
     communities = dict(session.execute(
         sa.select(Community.id, Community.name).where(Community.tenant_id == tenant_id)).all())
     problems: list[str] = []
+    table = Household.__table__
     created = [r for r in rows if r.action == CREATE]
     updated = [r for r in rows if r.action == UPDATE]
     created_ids = {r.household_id for r in created if r.household_id in current}
@@ -911,8 +988,9 @@ def rollback_problems(session: Session, batch: ImportBatch, *, lock: bool = Fals
                 problems.append(f"第{r.row_number}行更新的住户（{_where(image, communities)}）"
                                 "导入后已被删除，无法恢复到导入前的样子")
             continue
+        # Compared as values, not as JSON text (PostgreSQL writes 12:00:00.5, Python .500000).
         differs = [c for c in IMAGE_COLUMNS if c != "id" and c in image
-                   and jsonable(now[c]) != image[c]]
+                   and _restore(table.c[c], image[c]) != now[c]]
         if differs:
             verb = "新增" if r.action == CREATE else "更新"
             fields = "、".join(FIELD_NAMES.get(c, c) for c in differs)
@@ -921,7 +999,7 @@ def rollback_problems(session: Session, batch: ImportBatch, *, lock: bool = Fals
     # Rows elsewhere that refer to a household the batch created.
     by_id = {r.household_id: r for r in created}
     for table, column in _referencing("om_household"):
-        for part in _chunked(sorted(created_ids)):
+        for part in _chunked(session, sorted(created_ids)):
             query = sa.select(column).where(column.in_(part))
             if "tenant_id" in table.c:
                 query = query.where(table.c.tenant_id == tenant_id)
@@ -937,7 +1015,7 @@ def rollback_problems(session: Session, batch: ImportBatch, *, lock: bool = Fals
     # Communities the batch created: nobody else may have used them since.
     made = [c for c in (batch.created_communities or []) if c in communities]
     for table, column in _referencing("om_community"):
-        for part in _chunked(made):
+        for part in _chunked(session, made):
             query = sa.select(column, table.c.id if "id" in table.c else column).where(
                 column.in_(part))
             if "tenant_id" in table.c:
@@ -981,7 +1059,7 @@ def rollback_batch(session: Session, batch: ImportBatch, *,
     tenant_id = batch.tenant_id
     total = len(work["delete"]) + len(work["restore"])
     deleted = 0
-    for part in _chunked(work["delete"]):
+    for part in _chunked(session, work["delete"]):
         deleted += connection.execute(table.delete().where(
             table.c.tenant_id == tenant_id, table.c.id.in_(part))).rowcount
     report(deleted, total, f"已删除 {deleted} 户新增的住户")
