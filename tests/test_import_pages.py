@@ -120,3 +120,15 @@ def test_an_empty_upload_is_refused_on_the_list_page(login: Callable[..., Any]) 
     assert "文件是空的（0字节）" in page
     staff.post("/imports/upload", data={})
     assert "请选择要导入的台账文件" in staff.get("/imports/list/").get_data(as_text=True)
+
+
+def test_with_redis_down_the_pages_serve_and_the_upload_says_the_queue_is_unavailable(
+        make_app: Callable[..., Flask], login: Callable[..., Any]) -> None:
+    no_redis = make_app(ONEMETER_REDIS_URL="redis://127.0.0.1:1/0")
+    staff = login("pingdong_staff", application=no_redis)
+    assert staff.get("/imports/list/").status_code == 200
+    response = upload(staff, ledger(f"无队列{uuid.uuid4().hex[:6]}"))
+    pk = batch_id(response)
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "任务队列暂不可用（Redis 无法连接）" in page
+    assert "已上传" in page and "重新预览" in page   # stored, and can be previewed later
