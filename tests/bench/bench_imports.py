@@ -1,0 +1,307 @@
+"""How fast a 100,000-row messy ledger gets in: naive import, our pipeline, and the floor.
+
+`make bench` prints the figures; nothing here asserts a time. One run, on PostgreSQL:
+
+(a) naive — openpyxl (read-only) row iteration, one ORM `Household` per row (communities
+    looked up by name once each and created when missing, duplicates skipped by the natural
+    key in a Python set, no validation), `session.add` and one commit;
+(b) pipeline — what the worker's commit job does (read_table → lock_tenant_imports →
+    plan_households → commit_plan → error workbook → commit), called in-process under the
+    tenant's scope rather than through RQ;
+(c) floor — python-calamine reading the sheet plus COPY of the already-prepared rows. COPY
+    is refused on tables with row-level security, so it goes into a TEMP table (as the
+    pipeline's own staging does), not into om_household.
+
+Each phase runs in a forked child of the test process (the app loaded, like an RQ work-horse
+forked from the worker); the child's peak RSS (getrusage ru_maxrss) is the phase's peak.
+(a) and (b) write into different tenants' fresh communities (a per-run tag in the names);
+everything they wrote is deleted at the end (the change-log entries stay: it is append-only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import sqlalchemy as sa
+from flask import Flask
+
+from onemeter.database import db
+from onemeter.imports.ledger import (
+    commit_plan,
+    error_workbook,
+    lock_tenant_imports,
+    plan_households,
+)
+from onemeter.imports.models import ImportBatch
+from onemeter.imports.reader import read_table
+from onemeter.imports.service import key_path, setting, store_error_workbook
+from onemeter.registry.models import Community, Household
+from onemeter.registry.normalize import household_key
+from onemeter.tenancy import TenantScope, use_scope
+from tests.bench.ledger_generator import PER_COMMUNITY, clean_rows, write_ledger
+from tests.support.stack import TEST_DB
+
+#: Data rows of the ledger (ONEMETER_BENCH_IMPORT_ROWS overrides, for a quick try).
+ROWS = int(os.environ.get("ONEMETER_BENCH_IMPORT_ROWS", "100000"))
+#: The naive import is measured on this sample first; it runs on all ROWS only if that
+#: would take at most NAIVE_LIMIT seconds, else its rows/s are extrapolated from the sample.
+NAIVE_SAMPLE = min(10_000, ROWS)
+NAIVE_LIMIT = 300.0
+TARGET_SPEEDUP, TARGET_FLOOR, TARGET_RSS_MB = 20.0, 2.0, 500.0
+
+
+# --- running a phase in a child ---------------------------------------------------------------
+
+def _in_child(app: Flask, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `work` in a forked child with its own database connections; its result (JSON)
+    plus the child's peak RSS in MB."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read_end)
+        code = 0
+        try:
+            with app.app_context():
+                db.engine.dispose(close=False)  # the parent's pooled connections stay its own
+            result = work()
+        except BaseException:  # noqa: BLE001 — reported to the parent
+            result, code = {"error": traceback.format_exc()}, 1
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with os.fdopen(write_end, "w") as out:
+            out.write(json.dumps(result))
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as source:
+        text = source.read()
+    os.waitpid(pid, 0)
+    result = json.loads(text)
+    if "error" in result:
+        raise RuntimeError(f"phase failed in the child:\n{result['error']}")
+    return result
+
+
+# --- (a) naive --------------------------------------------------------------------------------
+
+def _naive(app: Flask, tenant_id: int, path: Path) -> dict[str, Any]:
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        session = db.session
+        started = time.perf_counter()
+        wb = openpyxl.load_workbook(path, read_only=True)
+        ws = wb.worksheets[0]
+        communities: dict[str, int] = {}
+        seen: set[tuple[int, str]] = set()
+        data_rows = 0
+        for row in ws.iter_rows(min_row=5, values_only=True):
+            cells = (tuple(row) + (None,) * 10)[:10]
+            _, owner, community, building, unit, room, phone, id_number, opted, _ = cells
+            if community is None or room is None:  # 小计, 合计, 填表人
+                continue
+            data_rows += 1
+            name = str(community).strip()
+            community_id = communities.get(name)
+            if community_id is None:
+                found = session.scalars(sa.select(Community).where(
+                    Community.name == name)).first()
+                if found is None:
+                    found = Community(tenant_id=tenant_id, name=name)
+                    session.add(found)
+                    session.flush()
+                community_id = communities[name] = found.id
+            key = (community_id, household_key(building, unit, room))
+            if key in seen:
+                continue
+            seen.add(key)
+            session.add(Household(
+                tenant_id=tenant_id, community_id=community_id,
+                building=None if building is None else str(building),
+                unit=None if unit is None else str(unit), room=str(room),
+                owner_name=None if owner is None else str(owner).strip(),
+                phone=None if phone is None else str(phone),
+                id_number=None if id_number is None else str(id_number),
+                opted_out=opted == "是"))
+        wb.close()
+        session.commit()
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "rows": data_rows, "written": len(seen)}
+
+
+# --- (b) the pipeline -------------------------------------------------------------------------
+
+def _pipeline(app: Flask, tenant_id: int, path: Path) -> dict[str, Any]:
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        session = db.session
+        digest = uuid.uuid4().hex + uuid.uuid4().hex
+        batch = ImportBatch(tenant_id=tenant_id, kind="households", filename=path.name,
+                            content_hash=digest, size=path.stat().st_size,
+                            file_key=f"{tenant_id}/imports/{digest}.xlsx", state="previewed",
+                            counts={})
+        session.add(batch)
+        session.commit()
+        laps: dict[str, float] = {}
+        started = last = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            laps[name] = now - last
+            last = now
+
+        raw = read_table(path, path.name,
+                         max_bytes=int(setting("ONEMETER_IMPORT_MAX_BYTES")),
+                         max_uncompressed_bytes=int(
+                             setting("ONEMETER_IMPORT_MAX_UNCOMPRESSED_BYTES")),
+                         max_cells=int(setting("ONEMETER_IMPORT_MAX_CELLS")),
+                         max_rows=int(setting("ONEMETER_IMPORT_MAX_ROWS")))
+        lap("read")
+        lock_tenant_imports(session, batch)
+        plan = plan_households(session, tenant_id, raw, lock=True)
+        lap("plan")
+        counts = commit_plan(session, batch, plan,
+                             chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")))
+        lap("write")
+        error_file = None
+        if counts.get("error"):
+            error_file = store_error_workbook(batch, error_workbook(batch, session=session))
+            batch.error_file = error_file
+        batch.samples = plan.samples()
+        lap("errors")
+        session.commit()
+        lap("commit")
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "rows": counts["rows"], "counts": counts, "laps": laps,
+                "batch_id": batch.id, "error_file": error_file}
+
+
+# --- (c) the floor ----------------------------------------------------------------------------
+
+_FLOOR_COLUMNS = ("tenant_id", "community", "building", "unit", "room", "natural_key",
+                  "owner_name", "phone", "opted_out")
+
+
+def _floor(app: Flask, tenant_id: int, path: Path, tag: str) -> dict[str, Any]:
+    from python_calamine import CalamineWorkbook
+
+    prepared = [(tenant_id, *row) for row in clean_rows(ROWS, tag)]
+    with app.app_context():
+        engine = db.engine
+        started = time.perf_counter()
+        sheet = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0).to_python()
+        read = time.perf_counter() - started
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TEMP TABLE bench_floor (tenant_id integer, community varchar(100), "
+                "building varchar(32), unit varchar(32), room varchar(32), "
+                "natural_key varchar(100), owner_name varchar(50), phone varchar(32), "
+                "opted_out boolean) ON COMMIT DROP")
+            raw = connection.connection.driver_connection
+            with raw.cursor() as cursor, cursor.copy(
+                    f"COPY bench_floor ({', '.join(_FLOOR_COLUMNS)}) FROM STDIN") as copy:
+                for row in prepared:
+                    copy.write_row(row)
+            copied = connection.exec_driver_sql("SELECT count(*) FROM bench_floor").scalar()
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "read": read, "rows": ROWS, "sheet_rows": len(sheet),
+                "copied": copied}
+
+
+# --- clean-up ---------------------------------------------------------------------------------
+
+def _clean_up(app: Flask, tenant_id: int, prefix: str, batch_id: int | None,
+              error_file: str | None) -> None:
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        session = db.session
+        ids = session.scalars(sa.select(Community.id).where(
+            Community.tenant_id == tenant_id, Community.name.like(f"{prefix}%"))).all()
+        if batch_id is not None:
+            session.execute(sa.delete(ImportBatch.__table__).where(
+                ImportBatch.__table__.c.tenant_id == tenant_id,
+                ImportBatch.__table__.c.id == batch_id))
+        for start in range(0, len(ids), 1000):
+            part = ids[start:start + 1000]
+            session.execute(sa.delete(Household.__table__).where(
+                Household.__table__.c.tenant_id == tenant_id,
+                Household.__table__.c.community_id.in_(part)))
+            session.execute(sa.delete(Community.__table__).where(
+                Community.__table__.c.tenant_id == tenant_id,
+                Community.__table__.c.id.in_(part)))
+        session.commit()
+        if error_file:
+            key_path(error_file, tenant_id).unlink(missing_ok=True)
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
+    tag = uuid.uuid4().hex[:6]
+    naive_tenant, pipeline_tenant = tenant_ids["pingqiao"], tenant_ids["pingdong"]
+    work = Path(tempfile.mkdtemp(prefix="onemeter-bench-imports-"))
+    prefix = f"基准{tag}"
+    pipeline: dict[str, Any] = {}
+    try:
+        started = time.perf_counter()
+        path = write_ledger(work / "台账.xlsx", ROWS, tag)
+        generated = time.perf_counter() - started
+        sample_path = write_ledger(work / "台账-样本.xlsx", NAIVE_SAMPLE, f"{tag}s")
+        size_mb = path.stat().st_size / 1e6
+
+        baseline = _in_child(app, lambda: {})
+        floor = _in_child(app, lambda: _floor(app, pipeline_tenant, path, tag))
+        pipeline = _in_child(app, lambda: _pipeline(app, pipeline_tenant, path))
+        sample = _in_child(app, lambda: _naive(app, naive_tenant, sample_path))
+        naive_rate = sample["rows"] / sample["seconds"]
+        naive_note = f"measured on a {NAIVE_SAMPLE:,}-row sample of the same ledger, " \
+                     "rows/s extrapolated"
+        naive = sample
+        if ROWS / naive_rate <= NAIVE_LIMIT:
+            naive = _in_child(app, lambda: _naive(app, naive_tenant, path))
+            naive_rate = naive["rows"] / naive["seconds"]
+            naive_note = f"all {ROWS:,} rows"
+    finally:
+        _clean_up(app, naive_tenant, prefix, None, None)
+        _clean_up(app, pipeline_tenant, prefix, pipeline.get("batch_id"),
+                  pipeline.get("error_file"))
+        shutil.rmtree(work, ignore_errors=True)
+
+    pipeline_rate = pipeline["rows"] / pipeline["seconds"]
+    floor_rate = floor["rows"] / floor["seconds"]
+    speedup = pipeline_rate / naive_rate
+    behind = floor_rate / pipeline_rate
+    peak = pipeline["peak_rss_mb"]
+    c = pipeline["counts"]
+    laps = ", ".join(f"{k} {v:.2f} s" for k, v in pipeline["laps"].items())
+    print(f"\n[bench imports, {TEST_DB}] {ROWS:,}-row messy ledger ({size_mb:.1f} MB .xlsx, "
+          f"written in {generated:.1f} s with openpyxl write-only): pipeline counts "
+          f"create {c['create']:,}, error {c['error']:,} (of which duplicates "
+          f"{c['duplicate_in_file']:,}), skipped {c['skipped']:,} 小计/合计/footer rows, "
+          f"{c['communities_create']} new communities ({PER_COMMUNITY} households each)")
+    print(f"  (a) naive  (openpyxl rows + ORM object per row, one commit; {naive_note}): "
+          f"{naive_rate:,.0f} rows/s, {naive['seconds']:.1f} s for {naive['rows']:,} rows, "
+          f"peak RSS {naive['peak_rss_mb']:.0f} MB")
+    print(f"  (b) pipeline (read_table → plan_households → commit_plan → error workbook, "
+          f"in-process under the tenant scope, not via RQ): {pipeline_rate:,.0f} rows/s, "
+          f"{pipeline['seconds']:.1f} s ({laps}), peak RSS {peak:.0f} MB")
+    print(f"  (c) floor  (calamine read {floor['read']:.2f} s + COPY of {floor['copied']:,} "
+          f"prepared rows into a TEMP table — COPY is refused on RLS tables): "
+          f"{floor_rate:,.0f} rows/s, {floor['seconds']:.1f} s, peak RSS "
+          f"{floor['peak_rss_mb']:.0f} MB")
+    print(f"  forked test process at rest: {baseline['peak_rss_mb']:.0f} MB RSS")
+    print(f"  pipeline/naive ×{speedup:.1f} (target ≥ {TARGET_SPEEDUP:.0f}×: "
+          f"{_verdict(speedup >= TARGET_SPEEDUP)}); floor/pipeline ×{behind:.2f} "
+          f"(target ≤ {TARGET_FLOOR:.0f}×: {_verdict(behind <= TARGET_FLOOR)}); pipeline "
+          f"peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB:.0f} MB: "
+          f"{_verdict(peak < TARGET_RSS_MB)})")
