@@ -43,8 +43,11 @@ from onemeter.imports.models import (
 from onemeter.imports.service import (
     ImportRefused,
     batch_file,
+    batch_rows,
     error_file,
+    error_workbook_bytes,
     get_batch,
+    list_batches,
     settle,
     start_commit,
     start_preview,
@@ -52,17 +55,19 @@ from onemeter.imports.service import (
     start_upload,
 )
 from onemeter.jobs import (
-    FAILED as RUN_FAILED,
-)
-from onemeter.jobs import (
+    CANCELLED,
     FINISHED,
     STARTED,
     JobRun,
     QueueUnavailable,
+    cancel_job,
     enqueue_job,
     queue_name,
     redis_connection,
     rerun_job,
+)
+from onemeter.jobs import (
+    FAILED as RUN_FAILED,
 )
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.security import OMUser
@@ -317,6 +322,14 @@ def test_a_ledger_is_previewed_committed_updated_and_rolled_back_through_a_real_
     assert rows[12]["household_id"] == ids["changed"]
     assert {r["household_id"] for r in rows.values() if r["action"] == "create"} == created
 
+    with tenant_scope(app, tenant) as session:
+        committed = get_batch(session, batch_id)
+        assert [r.row_number for r in batch_rows(session, committed, action="error")] == [7, 9]
+        assert len(batch_rows(session, committed)) == 8
+        assert batch_id in [b.id for b in list_batches(session)]
+        workbook = openpyxl.load_workbook(io.BytesIO(error_workbook_bytes(committed))).active
+        assert [r[0] for r in workbook.iter_rows(min_row=4, values_only=True)] == [7, 9]
+
     # Never twice; no preview after the commit.
     assert "不能重复导入" in refused(app, tenant, start_commit, batch_id, staff)
     assert "不能再预览" in refused(app, tenant, start_preview, batch_id, staff)
@@ -485,6 +498,34 @@ def test_a_worker_killed_mid_commit_leaves_no_household_and_the_commit_can_run_a
     assert read_row(app, JobRun, run_id)["state"] == RUN_FAILED  # the history stays
 
 
+@pytest.mark.postgres
+def test_a_commit_cancelled_half_way_writes_nothing_and_the_batch_is_previewed_again(
+        app: Flask, stack: Stack, tmp_path: Path, tenant: int, staff: int, tag: str) -> None:
+    """PostgreSQL only: on SQLite the import holds the database's single write lock, so the
+    cancel (an UPDATE of the JobRun) waits until the commit has ended."""
+    n = names(tag)
+    batch_id, _, _ = upload(app, tenant, staff, big_ledger(n, 1000))
+    step(app, tenant, start_preview, batch_id, staff)
+    run_worker(stack, tmp_path)
+    run_id = step(app, tenant, start_commit, batch_id, staff)
+    with import_worker(stack, tmp_path, "cancelled", env=SLOW) as worker:
+        wait_for(lambda: read_row(app, JobRun, run_id)["state"] == STARTED
+                 and (read_row(app, JobRun, run_id)["message"] or "").startswith(("正在写入",
+                                                                                 "已写入")),
+                 "the commit to be writing", worker.log)
+        with tenant_scope(app, tenant) as session:
+            assert cancel_job(session.get(JobRun, run_id))
+        run = wait_for(lambda: (r := read_row(app, JobRun, run_id))["ended_at"] and r,
+                       "the cancelled job to end", worker.log)
+        assert worker.wait() == 0, worker.log()
+    assert run["state"] == CANCELLED and "未写入任何数据" in run["message"], run
+    assert households_in(app, tenant, [n["gui"], n["xin"]]) == 0
+    assert import_rows(app, tenant, batch_id) == {}
+    with tenant_scope(app, tenant) as session:
+        batch = settle(get_batch(session, batch_id))
+        assert batch.state == PREVIEWED and "已取消" in batch.message
+
+
 def test_a_commit_whose_job_failed_is_settled_back_to_previewed_and_can_start_again(
         app: Flask, stack: Stack, tmp_path: Path, tenant: int, staff: int, tag: str) -> None:
     """The page's path after a kill: the batch shows as previewed with a note; 导入 again."""
@@ -585,6 +626,7 @@ def test_a_batch_is_invisible_and_unusable_from_another_sub_district(
 
     with tenant_scope(app, pingxi) as session:
         assert get_batch(session, batch_id) is None
+        assert batch_id not in [b.id for b in list_batches(session, limit=1000)]
         assert session.execute(sa.select(ImportBatch).where(ImportBatch.id == batch_id)
                                ).first() is None
     with tenant_scope(app, pingqiao) as session:

@@ -94,8 +94,12 @@ class ImportBatch(TenantScoped, Model):
     mapping: Mapped[dict | None] = mapped_column(sa.JSON)
     #: What the clerk chose: field → column header text (or 0-based column index, or None).
     mapping_overrides: Mapped[dict | None] = mapped_column(sa.JSON)
-    #: A few rows per action for the preview page (phone and ID numbers included: mask them).
-    samples: Mapped[dict | None] = mapped_column(sa.JSON, info={"pii": "logged_values"})
+    #: A few rows per action for the preview page: {"create": [{row, community, building,
+    #: unit, room, owner_name, phone, id_number, opted_out, reason}, …], "update": [… with
+    #: "changes": {field: [old, new]}], "unchanged": […], "error": [… with "source"]}.
+    #: Phone and ID numbers are in clear (nested: the generic PII masking does not reach
+    #: them); a page must mask them for users without view_pii.
+    samples: Mapped[dict | None] = mapped_column(sa.JSON)
     #: Why the batch failed, or why the last commit/rollback was refused (Chinese).
     message: Mapped[str | None] = mapped_column(sa.Text)
     #: The error workbook (`<tenant>/imports/errors-<sha256>.xlsx`), when rows were bad.

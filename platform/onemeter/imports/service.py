@@ -50,6 +50,7 @@ from onemeter.imports.models import (
     ROLLING_BACK,
     UPLOADED,
     ImportBatch,
+    ImportRow,
 )
 from onemeter.imports.reader import RawSheet, read_table
 from onemeter.jobs import (
@@ -206,6 +207,25 @@ def _receive(stream: IO[bytes], folder: Path, limit: int) -> tuple[Path, str, in
 def get_batch(session: Any, batch_id: int) -> ImportBatch | None:
     """The batch if the current scope may see it (another sub-district's: None)."""
     return session.get(ImportBatch, batch_id)
+
+
+def list_batches(session: Any, *, limit: int = 50, offset: int = 0) -> list[ImportBatch]:
+    """The current scope's batches, newest first (another sub-district's are not listed)."""
+    return list(session.execute(
+        sa.select(ImportBatch).order_by(ImportBatch.created_at.desc(), ImportBatch.id.desc())
+        .limit(limit).offset(offset)).scalars())
+
+
+def batch_rows(session: Any, batch: ImportBatch, *, action: str | None = None,
+               limit: int = 100, offset: int = 0) -> list[ImportRow]:
+    """The rows a commit recorded (by spreadsheet row number), optionally of one action
+    (create/update/unchanged/error). Empty before the commit: the preview keeps samples."""
+    query = sa.select(ImportRow).where(ImportRow.tenant_id == batch.tenant_id,
+                                       ImportRow.batch_id == batch.id)
+    if action:
+        query = query.where(ImportRow.action == action)
+    return list(session.execute(query.order_by(ImportRow.row_number).limit(limit)
+                                .offset(offset)).scalars())
 
 
 def _open_batch(session: Any, tenant_id: int, kind: str, content_hash: str
@@ -401,6 +421,8 @@ def start_commit(batch: ImportBatch, *, user_id: int | None = None) -> JobRun:
         run = _run(batch.commit_job_id)
         if _active(run):
             return run
+        # No job of this batch is running (the process died before it was recorded).
+        return _start(COMMIT_KIND, batch, COMMITTING, "commit_job_id", user_id)
     if batch.state == UPLOADED:
         raise ImportRefused("请先预览：确认新增、更新和错误的行数后再导入")
     if batch.state == PREVIEWING:
@@ -433,7 +455,9 @@ def start_rollback(batch: ImportBatch, *, user_id: int | None = None) -> JobRun:
         run = _run(batch.rollback_job_id)
         if _active(run):
             return run
-    if batch.state != COMMITTED:
+    # ROLLING_BACK with no job of it running (the process died before it was recorded):
+    # checked and started afresh like a committed batch.
+    if batch.state not in (COMMITTED, ROLLING_BACK):
         if batch.state in (UPLOADED, PREVIEWING, PREVIEWED, COMMITTING):
             raise ImportRefused("这批数据还没有导入，无需撤销")
         if batch.state == ROLLED_BACK:

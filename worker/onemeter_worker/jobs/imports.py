@@ -69,6 +69,7 @@ class _Reporter:
 
     def send(self, permille: int, message: str) -> None:
         if self.live:
+            self.ctx.check_cancelled()
             self.ctx.progress(permille, 1000, counts=dict(self.counts), message=message)
 
     def read(self, rows: int) -> None:
