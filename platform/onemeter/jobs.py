@@ -240,4 +240,5 @@ def onemeter_job_kinds() -> dict[str, str]:
     return {"demo.count": "onemeter_worker.jobs.demo:count_to",
             "imports.preview": "onemeter_worker.jobs.imports:preview_import",
             "imports.commit": "onemeter_worker.jobs.imports:commit_import",
-            "imports.rollback": "onemeter_worker.jobs.imports:rollback_import"}
+            "imports.rollback": "onemeter_worker.jobs.imports:rollback_import",
+            "reconcile.run": "onemeter_worker.jobs.reconcile:reconcile_run"}

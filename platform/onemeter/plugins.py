@@ -26,7 +26,8 @@ hookimpl = pluggy.HookimplMarker("onemeter")
 #: The core's own hook implementations, registered before any entry point (always enabled).
 DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs", "onemeter.registry.views",
                    "onemeter.registry.commands", "onemeter.registry.accounts",
-                   "onemeter.retrofit.views", "onemeter.imports.views")
+                   "onemeter.retrofit.views", "onemeter.imports.views",
+                   "onemeter.reconcile.views")
 CORE = "core"
 
 

@@ -47,6 +47,8 @@ class UtilitySpec:
     fee_variants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fee_clause: str = ""
     header_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Headers of the company's own account-list export (核对): field → spellings.
+    account_list_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     plugin: str = ""
 
     def check_account_no(self, value: str | None) -> str | None:

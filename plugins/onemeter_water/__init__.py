@@ -35,6 +35,10 @@ SPEC = UtilitySpec(
     header_aliases={"account_no": ("用水户号", "户号", "用户编号", "用户号", "水费户号"),
                     "meter_no": ("水表编号", "水表号", "表号", "水表表号"),
                     "rating": ("水表口径", "口径")},
+    account_list_aliases={"account_no": ("用户编号", "户号", "用水户号", "客户编号"),
+                          "meter_no": ("表号", "水表编号", "资产编号", "水表号"),
+                          "owner_name": ("用户名称", "户名", "客户名称"),
+                          "address": ("用水地址", "装表地址", "用户地址")},
 )
 
 
