@@ -51,9 +51,11 @@ def write_report(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any
         cell.font = Font(bold=True)
         cell.border = _BOX
         cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-    for row in rows:
-        ws.append([safe_cell(v) for v in row])
-        for cell in ws[ws.max_row]:
+    # Address cells directly: ws.max_row / ws[n] scan every cell, quadratic over the rows.
+    for number, row in enumerate(rows, start=4):
+        values = [safe_cell(v) for v in row]
+        ws.append(values)
+        for cell in (ws.cell(row=number, column=c) for c in range(1, len(values) + 1)):
             cell.border = _BOX
             if isinstance(cell.value, dt.datetime):
                 cell.number_format = "yyyy-mm-dd hh:mm"
