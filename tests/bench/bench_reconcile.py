@@ -8,6 +8,7 @@ prints the time and the peak RSS. Target: under 10 s on a 2-core machine.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -47,8 +48,8 @@ def generate(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ledger.reset_index(drop=True), accounts.reset_index(drop=True)
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+def main(n: int | None = None) -> None:
+    n = n or (int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
     t0 = time.perf_counter()
     ledger, accounts = generate(n)
     t1 = time.perf_counter()
@@ -58,6 +59,12 @@ def main() -> None:
     print(f"generated {len(ledger):,} ledger × {len(accounts):,} account rows in {t1 - t0:.1f} s")
     print(f"reconcile: {t2 - t1:.2f} s (target < 10 s); peak RSS {peak:,.0f} MB")
     print("counts:", result.counts)
+    print(f"reconcile {len(ledger):,} x {len(accounts):,}: {'PASS' if t2 - t1 < 10 else 'MISS'} (target < 10 s at 1M x 1M)")
+
+
+def test_reconcile_speed() -> None:
+    """`make bench` runs this file through pytest: print the figures, assert nothing timed."""
+    main(int(os.environ.get("ONEMETER_BENCH_RECONCILE_ROWS", "1000000")))
 
 
 if __name__ == "__main__":
