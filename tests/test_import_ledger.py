@@ -398,3 +398,35 @@ def test_formula_like_cells_are_neutralized_in_the_error_workbook(tenant: int, t
     assert plan.counts["error"] == 1 and plan.rows.iloc[0]["reason"] == "缺少室号"
     ws = openpyxl.load_workbook(io.BytesIO(error_workbook(plan))).active
     assert ws.cell(row=4, column=3).value == "'@HYPERLINK(\"http://x\")"
+
+
+def test_a_gbk_csv_with_one_address_column_and_account_numbers(tenant: int, tag: str) -> None:
+    """Addresses in one column (split into community/building/unit/room), the same household
+    written two ways, a utility's 户号 column recognized by the plugin's aliases (and not
+    imported into households), GBK as Excel writes CSV on a Chinese Windows."""
+    # A community name ending in letters or digits would run into the building number.
+    tag = "".join("甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳"[int(c, 16)] for c in tag)
+    text = "\n".join([
+        "序号,户主,详细地址,联系电话,用水户号",
+        f"1,张三,桂园小区{tag}3号楼2单元102室,13812345678,41150001",
+        f"2,李四,桂园小区{tag} 3-2-103,１３９１２３４５６７８,41150002",
+        f"3,王五,桂园小区{tag}三栋二单元１０２,13800000001,41150003",
+        f"4,赵六,桂园小区{tag}不知道哪栋,13800000002,41150004",
+        "合计,4户,,,",
+    ]) + "\n"
+    plan = plan_households(db.session, tenant, sheet(text.encode("gbk"), "台账.csv"))
+    assert plan.counts == {"rows": 4, "create": 2, "update": 0, "unchanged": 0, "error": 2,
+                           "duplicate_in_file": 1, "skipped": 1, "communities_create": 1}
+    assert plan.rows["natural_key"].tolist()[:3] == ["3-2-102", "3-2-103", "3-2-102"]
+    assert plan.rows.at[4, "reason"] == "与第2行重复"
+    assert plan.rows.at[5, "reason"].startswith("详细地址：地址无法拆分")
+    assert plan.rows.at[3, "phone"] == "13912345678"
+    assert plan.mapping["ignored"] == ["account_no"]
+    assert plan.new_communities == {f"桂园小区{tag}": None}
+
+
+def test_a_ledger_with_a_header_and_no_data_plans_nothing(tenant: int) -> None:
+    plan = plan_households(db.session, tenant, sheet(ledger_xlsx([])))
+    assert plan.counts == {"rows": 0, "create": 0, "update": 0, "unchanged": 0, "error": 0,
+                           "duplicate_in_file": 0, "skipped": 0, "communities_create": 0}
+    assert plan.samples() == {"create": [], "update": [], "unchanged": [], "error": []}
