@@ -49,6 +49,15 @@ API_READ = ("can_get", "can_info")
 API_WRITE = (*API_READ, "can_post", "can_put", "can_delete")
 
 
+XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def xlsx_download(body: bytes, filename: str) -> Response:
+    """An .xlsx workbook as a download named `filename` (ASCII, dated by the caller)."""
+    return Response(body, mimetype=XLSX_MIMETYPE,
+                    headers={"Content-Disposition": f"attachment; filename={filename}"})
+
+
 def _masking_formatter(kind: str) -> Any:
     def format_value(value: Any) -> Any:
         return value if can_view_pii() else mask_value(kind, value)
@@ -121,10 +130,7 @@ class TenantModelView(ModelView):
             .filter(Tenant.id.in_(scope.read or {-1})))
         title = str(self.list_title or self.__class__.__name__)
         body = write_report(title, headers, rows, unit=unit or "—")
-        filename = f"{self.__class__.__name__}-{dt.date.today():%Y%m%d}.xlsx"
-        return Response(body, mimetype="application/vnd.openxmlformats-officedocument."
-                        "spreadsheetml.sheet",
-                        headers={"Content-Disposition": f"attachment; filename={filename}"})
+        return xlsx_download(body, f"{self.__class__.__name__}-{dt.date.today():%Y%m%d}.xlsx")
 
 
 class TenantModelRestApi(ModelRestApi):

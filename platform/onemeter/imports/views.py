@@ -46,7 +46,7 @@ from onemeter.security import (
     mask_value,
 )
 from onemeter.tenancy import current_scope
-from onemeter.views import TenantModelView
+from onemeter.views import TenantModelView, xlsx_download
 
 #: What each button starts, in the order the page offers them.
 ACTIONS = {"preview": (start_preview, "预览"), "commit": (start_commit, "导入"),
@@ -207,9 +207,7 @@ class ImportBatchView(TenantModelView):
         if body is None:
             abort(404)
         name = f"errors-{batch.id}-{dt.date.today():%Y%m%d}.xlsx"
-        return Response(body, mimetype="application/vnd.openxmlformats-officedocument."
-                        "spreadsheetml.sheet",
-                        headers={"Content-Disposition": f"attachment; filename={name}"})
+        return xlsx_download(body, name)
 
 
 @hookimpl

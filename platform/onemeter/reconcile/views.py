@@ -44,7 +44,7 @@ from onemeter.security import (
 )
 from onemeter.tenancy import current_scope
 from onemeter.utilities import utility_choices, utility_label
-from onemeter.views import TenantModelView
+from onemeter.views import TenantModelView, xlsx_download
 
 
 def _counts_text(counts: dict[str, Any] | None) -> str:
@@ -146,9 +146,7 @@ class ReconcileRunView(TenantModelView):
         if body is None:
             abort(404)
         name = f"reconcile-{run.id}-{dt.date.today():%Y%m%d}.xlsx"
-        return Response(body, mimetype="application/vnd.openxmlformats-officedocument."
-                        "spreadsheetml.sheet",
-                        headers={"Content-Disposition": f"attachment; filename={name}"})
+        return xlsx_download(body, name)
 
 
 @hookimpl
