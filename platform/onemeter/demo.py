@@ -89,6 +89,7 @@ from onemeter.retrofit.procedure import (
     UTILITY,
     Actor,
     fire,
+    is_overdue,
 )
 from onemeter.security import TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF
 from onemeter.tenancy import Tenant, TenantScope, use_scope
@@ -1317,8 +1318,7 @@ def load_demo(session: Session, *, seed: int = DEFAULT_SEED, today: dt.date | No
             "meter_accounts": counts["om_meter_account"],
             "projects": counts["om_retrofit_project"], "events": counts["om_project_event"],
             "charges": counts["om_project_charge"]}
-    overdue = sum(1 for p in data.projects
-                  if p.state in DEADLINE_STATES and p.deadline and p.deadline < today)
+    overdue = sum(1 for p in data.projects if is_overdue(p, today))
     return DemoReport(True, "演示数据已载入", seed, scale, today,
                       seconds=time.perf_counter() - started, rows=rows,
                       per_tenant=_report_lines(data, tenants),

@@ -90,6 +90,13 @@ class TenantModelView(ModelView):
             self.formatters_columns[column] = (
                 mask if custom is None else (lambda v, m=mask, f=custom: f(m(v))))
 
+    def may_write(self, permission: str, row: Any = None) -> bool:
+        """Whether the user holds `permission` here and writes in the scope of `row` (if
+        given): a cross-tenant reader sees a row but never writes it."""
+        write = current_scope().write
+        return (write is not None and (row is None or row.tenant_id == write)
+                and self.appbuilder.sm.has_access(permission, self.class_permission_name))
+
     def visible_or_404(self, pk: Any) -> Any:
         """Row `pk` as this user may read it (tenant scope and base filters), else 404."""
         item = self.datamodel.get(pk, self._base_filters)

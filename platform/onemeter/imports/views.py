@@ -109,25 +109,20 @@ class ImportBatchView(TenantModelView):
                           "committed_at": local_datetime}
     base_order = ("id", "desc")
 
-    def _can_run(self, batch: ImportBatch | None = None) -> bool:
-        allowed = self.appbuilder.sm.has_access("can_run", self.class_permission_name)
-        write = current_scope().write
-        return allowed and write is not None and (batch is None or batch.tenant_id == write)
-
     @expose("/list/")
     @has_access
     def list(self) -> Response:
         """The batches, with the upload form for those who may import."""
         self.update_redirect()
         return self.render_template(self.list_template, title=self.list_title,
-                                    widgets=self._list(), can_run=self._can_run())
+                                    widgets=self._list(), can_run=self.may_write("can_run"))
 
     @expose("/upload", methods=["POST"])
     @has_access
     @permission_name("run")
     def upload(self) -> Response:
         """Store the file, start its dry run, and go to its page."""
-        if not self._can_run():
+        if not self.may_write("can_run"):
             abort(403)
         upload = request.files.get("ledger")
         if upload is None or not upload.filename:
@@ -165,7 +160,7 @@ class ImportBatchView(TenantModelView):
         batch = self.visible_or_404(pk)
         if action not in ACTIONS:
             abort(404)
-        if not self._can_run(batch):
+        if not self.may_write("can_run", batch):
             abort(403)
         self._start(batch, action)
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
@@ -179,7 +174,7 @@ class ImportBatchView(TenantModelView):
         runs = [db.session.get(JobRun, i) for i in (batch.preview_job_id, batch.commit_job_id,
                                                     batch.rollback_job_id) if i]
         running = next((r for r in runs if r is not None and r.state in CANCELLABLE), None)
-        may_run = self._can_run(batch)
+        may_run = self.may_write("can_run", batch)
         offered = [a for a, ok in (("preview", batch.state in (UPLOADED, PREVIEWED)),
                                    ("commit", batch.state == PREVIEWED),
                                    ("rollback", batch.state == COMMITTED)) if ok] if may_run \
@@ -201,7 +196,7 @@ class ImportBatchView(TenantModelView):
         Only for the sub-district's own clerks: the rows repeat residents' data unmasked.
         """
         batch = self.visible_or_404(pk)
-        if not self._can_run(batch):
+        if not self.may_write("can_run", batch):
             abort(403)
         body = error_workbook_bytes(batch)
         if body is None:

@@ -75,11 +75,6 @@ class ReconcileRunView(TenantModelView):
                           "counts": _counts_text, "created_at": local_datetime}
     base_order = ("id", "desc")
 
-    def _can_run(self, run: ReconcileRun | None = None) -> bool:
-        allowed = self.appbuilder.sm.has_access("can_run", self.class_permission_name)
-        write = current_scope().write
-        return allowed and write is not None and (run is None or run.tenant_id == write)
-
     @expose("/list/")
     @has_access
     def list(self) -> Response:
@@ -87,7 +82,7 @@ class ReconcileRunView(TenantModelView):
         self.update_redirect()
         return self.render_template(
             self.list_template, title=self.list_title, widgets=self._list(),
-            can_run=self._can_run(),
+            can_run=self.may_write("can_run"),
             utilities=utility_choices(self.appbuilder.sm.enabled_plugins()),
             check=plan_check(db.session), utility_label=utility_label)
 
@@ -96,7 +91,7 @@ class ReconcileRunView(TenantModelView):
     @permission_name("run")
     def upload(self) -> Response:
         """Store the account list and start its comparison."""
-        if not self._can_run():
+        if not self.may_write("can_run"):
             abort(403)
         back = redirect(url_for(f"{self.__class__.__name__}.list"))
         upload = request.files.get("accounts")

@@ -287,8 +287,7 @@ class HouseholdView(TenantModelView):
         pk = self._deserialize_pk_if_composite(pk)
         household = self.visible_or_404(pk)
         widgets = self._show(pk)
-        can_upload = (current_scope().write == household.tenant_id and
-                      self.appbuilder.sm.has_access("can_optout", self.class_permission_name))
+        can_upload = self.may_write("can_optout", household)
         return self.render_template(
             self.show_template, pk=pk, title=self.show_title, widgets=widgets,
             related_views=self._related_views, household=household, can_upload=can_upload,

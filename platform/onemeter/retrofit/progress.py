@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from onemeter.registry.models import ACCOUNT_DONE, Community, Household, MeterAccount
-from onemeter.retrofit.models import RetrofitProject
-from onemeter.retrofit.procedure import DEADLINE_STATES
+from onemeter.retrofit.models import RetrofitProject, overdue_filter
 from onemeter.tenancy import Tenant, current_scope
 
 
@@ -79,8 +78,7 @@ def project_progress(session: Session, today: dt.date, *, utilities: list[str],
     if utility is not None:
         codes = [u for u in codes if u == utility]
     counts = household_counts()
-    overdue = sa.and_(RetrofitProject.state.in_(sorted(DEADLINE_STATES)),
-                      RetrofitProject.deadline.is_not(None), RetrofitProject.deadline < today)
+    overdue = overdue_filter(today)
     query = (sa.select(
         RetrofitProject.id, RetrofitProject.tenant_id, Tenant.name, Community.id,
         Community.name, RetrofitProject.utility, RetrofitProject.state,
