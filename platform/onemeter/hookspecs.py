@@ -6,6 +6,8 @@ it implements some of these with `@onemeter.plugins.hookimpl`. Names start with 
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -119,6 +121,35 @@ def onemeter_utilities() -> list[UtilitySpec]:
     aliases for imports. Retrofit projects, meter accounts and charges of that code are
     then checked against it, and shown only to tenants that enable the plugin (and to
     that utility's own staff). A code declared twice stops start-up.
+    """
+
+
+@hookspec(firstresult=True)
+def onemeter_award_rule(as_of: date) -> Any | None:
+    """The municipal award rule (以奖代补, 四(一)) in force on `as_of`: called each time the
+    award cap and its allocation are computed (the finance pages, the recomputation job).
+
+    firstresult: the first answer that is not None wins, and plugins registered later are
+    asked first, so a city's own rule plugin overrides the funding plugin's default without
+    touching it. Return the rule object in force on that date (the funding plugin's
+    `onemeter_funding.rules.AwardRule` is the reference and documents the interface: a
+    code, a version, the date it takes effect and how it computes the cap), or None when
+    this plugin has no rule for that date. Recomputing with an older `as_of` must return
+    the rule that was in force then, so an older result can be reproduced.
+    """
+
+
+@hookspec
+def onemeter_developer_payment_recovered(tenant_id: int, project_id: int, amount: Decimal,
+                                         paid_on: date, reference: str, source: str) -> None:
+    """Money was recovered from a developer for one retrofit project: called once per
+    recovery by the plugin that recorded it (the litigation plugin, when enforcement of a
+    judgment brings money in, 五(四)), in the same transaction and tenant scope.
+
+    `amount` is a Decimal in 元 (two places), `reference` names the document (案号, receipt),
+    `source` the plugin that recorded it. A funding plugin records it as a developer
+    payment for that project; with no funding plugin nothing else happens. Raising rolls
+    the recovery back. Returns nothing.
     """
 
 

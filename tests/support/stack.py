@@ -27,6 +27,8 @@ PG_ADMIN_URL = os.environ.get("ONEMETER_TEST_PG_URL",
 REDIS_URL = os.environ.get("ONEMETER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "Test-password-1"
 EXAMPLE_SRC = ROOT / "tests" / "example_plugin"
+#: The plugins every test app and worker loads.
+TEST_PLUGINS = "example,water,electricity,funding,litigation"
 
 
 def check_services() -> str | None:
@@ -100,7 +102,7 @@ class Stack:
             "ONEMETER_QUEUE_PREFIX": self.queue_prefix,
             "ONEMETER_TENANTS_DIR": str(self.tenants_dir),
             "ONEMETER_UPLOAD_DIR": str(self.work / "uploads"),
-            "ONEMETER_PLUGINS": "example,water,electricity",
+            "ONEMETER_PLUGINS": TEST_PLUGINS,
             "SECRET_KEY": "test-secret-key-of-at-least-32-bytes-" + self.queue_prefix,
             "WTF_CSRF_ENABLED": False,
             "AUTH_RATE_LIMIT": "10000 per minute",
@@ -120,7 +122,7 @@ class Stack:
             "ONEMETER_QUEUE_PREFIX": self.queue_prefix,
             "ONEMETER_TENANTS_DIR": str(self.tenants_dir),
             "ONEMETER_VAR_DIR": str(self.work / "var"),
-            "ONEMETER_PLUGINS": "example,water,electricity",
+            "ONEMETER_PLUGINS": TEST_PLUGINS,
             "PYTHONPATH": os.pathsep.join([str(self.plugin_dir), str(EXAMPLE_SRC),
                                            env.get("PYTHONPATH", "")]),
         })
