@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import click
     from flask import Flask
 
-    from onemeter.plugins import PluginInfo, RoleSpec, ViewRegistrar
+    from onemeter.plugins import PluginInfo, RoleSpec, RollupMetric, ViewRegistrar
     from onemeter.tenancy import Tenant
     from onemeter.utilities import UtilitySpec
 
@@ -150,6 +150,18 @@ def onemeter_developer_payment_recovered(tenant_id: int, project_id: int, amount
     `source` the plugin that recorded it. A funding plugin records it as a developer
     payment for that project; with no funding plugin nothing else happens. Raising rolls
     the recovery back. Returns nothing.
+    """
+
+
+@hookspec
+def onemeter_rollup_metrics(tenant_ids: list[int], as_of: date) -> list[RollupMetric]:
+    """Figures a plugin adds to the district office's rollups: called when the district
+    rollup page, the monthly bulletin or a bulletin snapshot is built.
+
+    Runs under a read-only scope over all tenants. `tenant_ids` are the sub-districts in the
+    rollup; report only those that enable the plugin (`Tenant.enables`). `as_of` is the
+    day the figures are for. Return a list of `onemeter.plugins.RollupMetric` (code, Chinese
+    label, unit, tenant id → value), or an empty list.
     """
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
@@ -52,6 +54,26 @@ class RoleSpec:
     name: str
     label: str
     tenant_role: bool = False
+
+
+@dataclass(frozen=True)
+class RollupMetric:
+    """One figure a plugin adds to the district rollups (returned by `onemeter_rollup_metrics`).
+
+    `values` maps tenant id → value (an int count or a Decimal amount in 元); the district
+    total is their sum. `unit` is shown after the number: "元", "户", "件", "个".
+    """
+
+    code: str
+    label: str
+    unit: str
+    values: Mapping[int, int | Decimal] = field(default_factory=dict)
+    plugin: str = ""
+
+    def total(self) -> int | Decimal:
+        """The district figure: the sum over tenants (Decimal if any value is one)."""
+        return sum(self.values.values(), Decimal(0) if any(
+            isinstance(v, Decimal) for v in self.values.values()) else 0)
 
 
 def _trace(pm: pluggy.PluginManager) -> None:
