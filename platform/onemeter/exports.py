@@ -5,6 +5,7 @@ Every text cell is formula-injection safe: a leading = + - @ (or tab/CR) is neut
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import decimal
 import io
@@ -32,6 +33,16 @@ def safe_cell(value: Any) -> Any:
     return str(value)
 
 
+def _number_format(value: Any) -> str | None:
+    if isinstance(value, dt.datetime):
+        return "yyyy-mm-dd hh:mm"
+    if isinstance(value, dt.date):
+        return "yyyy-mm-dd"
+    if isinstance(value, decimal.Decimal):
+        return "#,##0.00"
+    return None
+
+
 def write_report(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]], *,
                  unit: str, date: dt.date | None = None, sheet: str = "Sheet1") -> bytes:
     """Build an .xlsx: merged title, 填报单位/填报日期 line, bold boxed headers, data rows."""
@@ -52,17 +63,22 @@ def write_report(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any
         cell.border = _BOX
         cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
     # Address cells directly: ws.max_row / ws[n] scan every cell, quadratic over the rows.
+    # Each distinct style is built once and copied (openpyxl hashes a style on every
+    # assignment: most of the time of a large export).
+    styles: dict[str | None, Any] = {}
     for number, row in enumerate(rows, start=4):
         values = [safe_cell(v) for v in row]
         ws.append(values)
         for cell in (ws.cell(row=number, column=c) for c in range(1, len(values) + 1)):
-            cell.border = _BOX
-            if isinstance(cell.value, dt.datetime):
-                cell.number_format = "yyyy-mm-dd hh:mm"
-            elif isinstance(cell.value, dt.date):
-                cell.number_format = "yyyy-mm-dd"
-            elif isinstance(cell.value, decimal.Decimal):
-                cell.number_format = "#,##0.00"
+            kind = _number_format(cell.value)
+            style = styles.get(kind)
+            if style is None:
+                cell.border = _BOX
+                if kind:
+                    cell.number_format = kind
+                styles[kind] = copy.copy(cell._style)
+            else:
+                cell._style = copy.copy(style)
     for index, header in enumerate(headers, start=1):
         ws.column_dimensions[get_column_letter(index)].width = max(10, min(40, 2.2 * len(header)))
     ws.freeze_panes = "A4"

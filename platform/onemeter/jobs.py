@@ -39,6 +39,8 @@ class QueueUnavailable(RuntimeError):
 class JobRun(TenantScoped, Model):
     """One background job as users see it: who started it, its progress and its outcome."""
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_job_run"
     __audit__ = False  # progress updates are not changes to the ledger
 

@@ -751,52 +751,46 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
     connection.exec_driver_sql(f"ANALYZE {stage}")
     names = ", ".join(_WRITE_COLUMNS)
     selected = ", ".join(f"s.{c}" for c in _WRITE_COLUMNS)
-    insert = (f"INSERT INTO om_household (tenant_id, {names}) SELECT :tenant, {selected} "
-              f"FROM {stage} s WHERE s.chunk = :chunk AND s.action = :action "
-              "ORDER BY s.row_number ON CONFLICT (tenant_id, community_id, natural_key) ")
-    create = sa.text(insert + "DO NOTHING RETURNING id")
-    update = sa.text(insert + "DO UPDATE SET "
-                     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SET_ON_UPDATE)
-                     + " RETURNING id")
+    returned = ", ".join(IMAGE_COLUMNS)
+    image = ", ".join(f"'{c}', w.{c}" for c in IMAGE_COLUMNS)
+    # One statement per step writes the households and their undo records together: the
+    # ImportRows come from what INSERT … RETURNING gives back, never from a second pass
+    # over om_household (which cost more than the households themselves).
+    insert = (f"WITH written AS (INSERT INTO om_household (tenant_id, {names}) "
+              f"SELECT :tenant, {selected} FROM {stage} s "
+              "WHERE s.chunk = :chunk AND s.action = :action ORDER BY s.row_number "
+              "ON CONFLICT (tenant_id, community_id, natural_key) {conflict} "
+              f"RETURNING {returned}) "
+              "INSERT INTO om_import_row (tenant_id, batch_id, row_number, action, household_id, "
+              "community_id, natural_key, before, after, reason) "
+              "SELECT :tenant, :batch, s.row_number, s.action, w.id, w.community_id, "
+              f"w.natural_key, s.before, json_build_object({image}), s.reason "
+              f"FROM written w JOIN {stage} s ON s.chunk = :chunk AND s.action = :action "
+              "AND s.community_id = w.community_id AND s.natural_key = w.natural_key "
+              "RETURNING row_number")
+    create = sa.text(insert.replace("{conflict}", "DO NOTHING"))
+    update = sa.text(insert.replace("{conflict}", "DO UPDATE SET " + ", ".join(
+        f"{c} = EXCLUDED.{c}" for c in _SET_ON_UPDATE)))
     chunks = max(staged["chunk"]) + 1
     actions = np.array(staged["action"], dtype=object)
     chunk_of = np.array(staged["chunk"])
-    done, short, made_ids = 0, False, set()
+    numbers = np.array(staged["row_number"])
+    done, lost = 0, []
     for chunk in range(chunks):
         if check is not None:
             check()
-        params = {"tenant": tenant_id, "chunk": chunk}
+        params = {"tenant": tenant_id, "batch": batch.id, "chunk": chunk}
         in_chunk = chunk_of == chunk
-        made = connection.execute(create, {**params, "action": CREATE}).all()
+        made = {n for (n,) in connection.execute(create, {**params, "action": CREATE})}
         changed = connection.execute(update, {**params, "action": UPDATE}).all()
         if len(changed) != int((in_chunk & (actions == UPDATE)).sum()):
             raise RuntimeError("更新住户时行数不符（住户在导入过程中被删除？）")
-        short |= len(made) != int((in_chunk & (actions == CREATE)).sum())
-        made_ids.update(h for (h,) in made)
+        # A create that met a household someone else inserted meanwhile is not ours.
+        lost += [int(n) for n in numbers[in_chunk & (actions == CREATE)] if int(n) not in made]
         done += int(in_chunk.sum())
         report(done, total, f"已写入 {done} / {total} 行")
         if pause and chunk < chunks - 1:
             time.sleep(pause)
-    lost: list[int] = []
-    if short:
-        # A create met a household someone else inserted meanwhile: it is not ours.
-        lost = [n for n, h in connection.execute(sa.text(
-            f"SELECT s.row_number, h.id FROM {stage} s JOIN om_household h "
-            "ON h.tenant_id = :tenant AND h.community_id = s.community_id "
-            "AND h.natural_key = s.natural_key WHERE s.action = 'create'"),
-            {"tenant": tenant_id}) if h not in made_ids]
-        if lost:
-            connection.execute(sa.text(f"UPDATE {stage} SET action = 'error' "
-                                       "WHERE row_number = ANY(:lost)"), {"lost": lost})
-    image = ", ".join(f"'{c}', h.{c}" for c in IMAGE_COLUMNS)
-    connection.execute(sa.text(
-        "INSERT INTO om_import_row (tenant_id, batch_id, row_number, action, household_id, "
-        "community_id, natural_key, before, after, reason) "
-        f"SELECT :tenant, :batch, s.row_number, s.action, h.id, h.community_id, h.natural_key, "
-        f"s.before, json_build_object({image}), s.reason FROM {stage} s "
-        "JOIN om_household h ON h.tenant_id = :tenant AND h.community_id = s.community_id "
-        "AND h.natural_key = s.natural_key WHERE s.action IN ('create', 'update') "
-        "ORDER BY s.row_number"), {"tenant": tenant_id, "batch": batch.id})
     return lost
 
 

@@ -56,6 +56,8 @@ def _now() -> dt.datetime:
 class ImportBatch(TenantScoped, Model):
     """One uploaded spreadsheet and what became of it."""
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_import_batch"
     # Progress and samples change often; commit and rollback write their own summary entry
     # to the change log (without residents' phone or ID numbers).
@@ -146,6 +148,8 @@ class ImportBatch(TenantScoped, Model):
 class ImportRow(TenantScoped, Model):
     """One data row of a committed batch: what the commit did with it, and the images needed
     to undo it (the household before an update, and every household as written)."""
+
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
 
     __tablename__ = "om_import_row"
     __audit__ = False  # written in bulk with the batch; the batch logs one summary entry

@@ -25,6 +25,8 @@ def _now() -> dt.datetime:
 class ReconcileRun(TenantScoped, Model):
     """核对: one utility's account list compared with the sub-district's 户表."""
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_reconcile_run"
     __audit__ = False
     __tenant_table_args__ = (

@@ -92,6 +92,8 @@ class Developer(Model):
 class Community(TenantScoped, Model):
     """小区: the unit the plan counts and the procedure retrofits (one project per utility)."""
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_community"
     __tenant_table_args__ = (
         sa.UniqueConstraint("tenant_id", "name", name="uq_om_community_tenant_name"),
@@ -222,6 +224,8 @@ def _rederive_community(mapper: Any, connection: Any, target: Community) -> None
 class Household(TenantScoped, Model):
     """住户: one dwelling of a community, recorded once (natural key building-unit-room)."""
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_household"
     __tenant_table_args__ = (
         tenant_reference("community_id", "om_community"),
@@ -282,6 +286,8 @@ class MeterAccount(TenantScoped, Model):
     The household is in the retrofit's scope for that utility once it has an account row;
     number formats are the utility's (`UtilitySpec`), checked by the pages and imports.
     """
+
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
 
     __tablename__ = "om_meter_account"
     __tenant_table_args__ = (

@@ -28,6 +28,8 @@ class RetrofitProject(TenantScoped, Model):
     `onemeter.retrofit.service.apply_transition`, which writes the history.
     """
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_retrofit_project"
     __tenant_table_args__ = (
         tenant_reference("community_id", "om_community"),
@@ -82,6 +84,8 @@ class RetrofitProject(TenantScoped, Model):
 class ProjectEvent(TenantScoped, Model):
     """One step of a project's procedure: who, when, from, to, and what they gave."""
 
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
     __tablename__ = "om_project_event"
     __tenant_table_args__ = (
         tenant_reference("project_id", "om_retrofit_project", ondelete="CASCADE"),
@@ -112,6 +116,8 @@ class ProjectCharge(TenantScoped, Model):
     a charge under one of those names (or an obvious variant) is flagged on write with the
     fee it matched, and counted in reports. Recorded, never refused: the record is evidence.
     """
+
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
 
     __tablename__ = "om_project_charge"
     __tenant_table_args__ = (
