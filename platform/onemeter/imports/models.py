@@ -185,3 +185,46 @@ class ImportRow(TenantScoped, Model):
     @property
     def action_label(self) -> str:
         return ROW_ACTION_LABELS.get(self.action, self.action)
+
+
+class ImportProfile(TenantScoped, Model):
+    """列对应方案: a sub-district's saved column choices, reused for the next upload.
+
+    `overrides` maps a field to the header text it comes from (never a column letter: the
+    next file may order its columns differently), or to None for a field not to import.
+    """
+
+    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+
+    __tablename__ = "om_import_profile"
+    __tenant_table_args__ = (
+        sa.UniqueConstraint("tenant_id", "name", name="uq_om_import_profile_tenant_name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100), nullable=False)
+    overrides: Mapped[dict] = mapped_column(sa.JSON, nullable=False, default=dict)
+    created_by: Mapped[int | None] = mapped_column(sa.Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=False, default=_now,
+                                                    onupdate=_now)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    @property
+    def description(self) -> str:
+        """The choices in words: 室号 ← 门牌；联系电话 ← 手机；身份证号：不导入."""
+        from onemeter.imports.headers import FIELD_NAMES
+
+        parts = [f"{FIELD_NAMES.get(f, f)} ← {t}" if t is not None else
+                 f"{FIELD_NAMES.get(f, f)}：不导入" for f, t in sorted(self.overrides.items())]
+        return "；".join(parts)
+
+    @classmethod
+    def om_sample(cls, session: Any, tenant_id: int, marker: str) -> ImportProfile:
+        """A profile named `marker` (for the access matrix)."""
+        profile = cls(tenant_id=tenant_id, name=f"{marker}name",
+                      overrides={"room": f"{marker}header"})
+        session.add(profile)
+        session.flush()
+        return profile

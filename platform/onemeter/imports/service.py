@@ -32,7 +32,9 @@ import sqlalchemy as sa
 from flask import current_app
 
 from onemeter.database import db
+from onemeter.imports.headers import FIELD_NAMES
 from onemeter.imports.ledger import (
+    HOUSEHOLD_FIELDS,
     check_overrides,
     error_workbook,
     refusal_text,
@@ -50,6 +52,7 @@ from onemeter.imports.models import (
     ROLLING_BACK,
     UPLOADED,
     ImportBatch,
+    ImportProfile,
     ImportRow,
 )
 from onemeter.imports.reader import RawSheet, read_table
@@ -478,3 +481,89 @@ def error_workbook_bytes(batch: ImportBatch) -> bytes | None:
     if batch.state in (COMMITTED, ROLLING_BACK, ROLLED_BACK) and (batch.counts or {}).get("error"):
         return error_workbook(batch, session=db.session)
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Column choices and saved profiles (列对应方案)
+
+
+def column_choices(batch: ImportBatch, chosen: dict[int, str]) -> dict[str, Any]:
+    """The overrides for a new preview from the clerk's per-column choices.
+
+    `chosen` maps a 0-based column index to a field ("" or missing: not imported). A field
+    the last preview took from a column no longer chosen is set to None (not imported).
+    Raises ImportRefused (Chinese) for an unknown field or a field chosen for two columns.
+    """
+    columns = {c["index"]: c for c in (batch.mapping or {}).get("columns", [])}
+    overrides: dict[str, Any] = {}
+    for index, name in sorted(chosen.items()):
+        if not name:
+            continue
+        if index not in columns:
+            raise ImportRefused(f"第{index + 1}列不在这个文件的表头里")
+        if name in overrides:
+            first = columns[overrides[name]]["letter"]
+            raise ImportRefused(f"“{FIELD_NAMES.get(name, name)}”同时对应了{first}列和"
+                                f"{columns[index]['letter']}列，只能选一列")
+        overrides[name] = index
+    for name in (batch.mapping or {}).get("fields", {}):
+        if name in HOUSEHOLD_FIELDS and name not in overrides:
+            overrides[name] = None
+    try:
+        return check_overrides(overrides) or {}
+    except ValueError as exc:
+        raise ImportRefused(str(exc)) from exc
+
+
+def profile_overrides(batch: ImportBatch, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Column-index overrides as header texts, so they apply to the next file whatever its
+    column order. Refused for a chosen column without a header text."""
+    columns = {c["index"]: c for c in (batch.mapping or {}).get("columns", [])}
+    out: dict[str, Any] = {}
+    for name, target in overrides.items():
+        if isinstance(target, int):
+            column = columns.get(target)
+            label = (column or {}).get("label") or ""
+            if not label or label == f"{(column or {}).get('letter')}列":
+                raise ImportRefused(f"{(column or {}).get('letter', target + 1)}列没有表头文字，"
+                                    "不能存为方案（方案按表头文字对应列）")
+            out[name] = label
+        else:
+            out[name] = target
+    return out
+
+
+def list_profiles(session: Any) -> list[ImportProfile]:
+    """The current sub-district's saved profiles, by name."""
+    return list(session.scalars(sa.select(ImportProfile).order_by(ImportProfile.name)))
+
+
+def save_profile(session: Any, name: str, overrides: dict[str, Any],
+                 user_id: int | None) -> ImportProfile:
+    """Create or replace the current sub-district's profile `name` (the caller commits)."""
+    tenant_id = current_scope().write
+    if tenant_id is None:
+        raise ImportRefused("只有办事处的工作人员可以保存列对应方案")
+    name = " ".join((name or "").split())
+    if not name or len(name) > 100:
+        raise ImportRefused("方案名称不能为空，且不超过100个字")
+    try:
+        checked = check_overrides(overrides) or {}
+    except ValueError as exc:
+        raise ImportRefused(str(exc)) from exc
+    if not checked:
+        raise ImportRefused("没有可保存的列对应设置")
+    profile = session.scalars(sa.select(ImportProfile).where(
+        ImportProfile.tenant_id == tenant_id, ImportProfile.name == name)).first()
+    if profile is None:
+        profile = ImportProfile(tenant_id=tenant_id, name=name, created_by=user_id)
+        session.add(profile)
+    profile.overrides = checked
+    session.flush()
+    return profile
+
+
+def get_profile(session: Any, profile_id: int) -> ImportProfile | None:
+    """A profile of the current scope (None for another sub-district's)."""
+    return session.scalars(sa.select(ImportProfile).where(
+        ImportProfile.id == profile_id)).first()

@@ -16,6 +16,8 @@ from flask_appbuilder.security.decorators import permission_name
 
 from onemeter.database import db
 from onemeter.formatting import local_datetime
+from onemeter.imports.headers import FIELD_NAMES
+from onemeter.imports.ledger import HOUSEHOLD_FIELDS
 from onemeter.imports.models import (
     BATCH_KIND_LABELS,
     BATCH_STATE_LABELS,
@@ -24,10 +26,16 @@ from onemeter.imports.models import (
     ROW_ACTION_LABELS,
     UPLOADED,
     ImportBatch,
+    ImportProfile,
 )
 from onemeter.imports.service import (
     ImportRefused,
+    column_choices,
     error_workbook_bytes,
+    get_profile,
+    list_profiles,
+    profile_overrides,
+    save_profile,
     settle,
     start_commit,
     start_preview,
@@ -114,8 +122,10 @@ class ImportBatchView(TenantModelView):
     def list(self) -> Response:
         """The batches, with the upload form for those who may import."""
         self.update_redirect()
+        can_run = self.may_write("can_run")
         return self.render_template(self.list_template, title=self.list_title,
-                                    widgets=self._list(), can_run=self.may_write("can_run"))
+                                    widgets=self._list(), can_run=can_run,
+                                    profiles=list_profiles(db.session) if can_run else [])
 
     @expose("/upload", methods=["POST"])
     @has_access
@@ -124,6 +134,11 @@ class ImportBatchView(TenantModelView):
         """Store the file, start its dry run, and go to its page."""
         if not self.may_write("can_run"):
             abort(403)
+        profile = None
+        if request.form.get("profile", "").isdigit():
+            profile = get_profile(db.session, int(request.form["profile"]))
+            if profile is None:
+                abort(404)
         upload = request.files.get("ledger")
         if upload is None or not upload.filename:
             flash("请选择要导入的台账文件（.xlsx、.xls 或 .csv）", "danger")
@@ -139,13 +154,17 @@ class ImportBatchView(TenantModelView):
         if notice:
             flash(notice, "warning")
         elif batch.state == UPLOADED:
-            self._start(batch, "preview")
+            if profile is not None:
+                self._start(batch, "preview", mapping_overrides=dict(profile.overrides))
+                flash(f"按列对应方案“{profile.name}”预览", "info")
+            else:
+                self._start(batch, "preview")
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=batch.id))
 
-    def _start(self, batch: ImportBatch, action: str) -> None:
+    def _start(self, batch: ImportBatch, action: str, **options: Any) -> None:
         start, label = ACTIONS[action]
         try:
-            run = start(batch, user_id=g.user.id)
+            run = start(batch, user_id=g.user.id, **options)
         except (ImportRefused, QueueUnavailable) as exc:
             db.session.rollback()
             flash(str(exc), "danger")
@@ -164,6 +183,32 @@ class ImportBatchView(TenantModelView):
             abort(403)
         self._start(batch, action)
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+
+    @expose("/mapping/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("run")
+    def mapping(self, pk: int) -> Response:
+        """列对应: preview again with the clerk's column choices; optionally save them as a
+        profile (by header text) for the next files."""
+        batch = self.visible_or_404(pk)
+        if not self.may_write("can_run", batch):
+            abort(403)
+        back = redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+        chosen = {int(k[4:]): v for k, v in request.form.items()
+                  if k.startswith("col_") and k[4:].isdigit()}
+        try:
+            overrides = column_choices(batch, chosen)
+            name = request.form.get("profile_name", "").strip()
+            if name:
+                profile = save_profile(db.session, name, profile_overrides(batch, overrides),
+                                       g.user.id)
+                flash(f"已保存列对应方案“{profile.name}”，上传下一个文件时可选用", "success")
+        except ImportRefused as exc:
+            db.session.rollback()
+            flash(str(exc), "danger")
+            return back
+        self._start(batch, "preview", mapping_overrides=overrides)
+        return back
 
     @expose("/show/<pk>", methods=["GET"])
     @has_access
@@ -185,7 +230,9 @@ class ImportBatchView(TenantModelView):
             samples=masked_samples(batch.samples), sample_labels=_SAMPLE_LABELS,
             action_labels=ROW_ACTION_LABELS, state_label=BATCH_STATE_LABELS.get(batch.state),
             kind_label=BATCH_KIND_LABELS.get(batch.kind, batch.kind),
-            local_datetime=local_datetime, has_errors=bool((batch.counts or {}).get("error")))
+            local_datetime=local_datetime, has_errors=bool((batch.counts or {}).get("error")),
+            columns=(batch.mapping or {}).get("columns", []) if "preview" in offered else [],
+            field_choices=[(f, FIELD_NAMES.get(f, f)) for f in HOUSEHOLD_FIELDS])
 
     @expose("/errors/<int:pk>", methods=["GET"])
     @has_access
@@ -205,7 +252,26 @@ class ImportBatchView(TenantModelView):
         return xlsx_download(body, name)
 
 
+class ImportProfileView(TenantModelView):
+    """列对应方案: the sub-district's saved column choices (saved from an import's page)."""
+
+    datamodel = SQLAInterface(ImportProfile)
+    route_base = "/imports/profiles"
+    om_roles = {TENANT_ADMIN: (*READ_PERMISSIONS, "can_delete"),
+                TENANT_STAFF: (*READ_PERMISSIONS, "can_delete"),
+                DISTRICT_VIEWER: READ_PERMISSIONS, PLATFORM_ADMIN: READ_PERMISSIONS}
+    base_permissions = ["can_list", "can_show", "can_export", "can_delete"]
+    list_title = show_title = "列对应方案"
+    list_columns = ["name", "description", "updated_at"]
+    show_columns = ["name", "description", "updated_at"]
+    search_columns = ["name"]
+    label_columns = {"name": "方案名称", "description": "列的对应", "updated_at": "保存时间"}
+    formatters_columns = {"updated_at": local_datetime}
+    base_order = ("name", "asc")
+
+
 @hookimpl
 def onemeter_register_views(registrar: Any) -> None:
-    """台账导入 under 台账."""
+    """台账导入 and 列对应方案 under 台账."""
     registrar.add_view(ImportBatchView, "台账导入", category="台账", icon="fa-upload")
+    registrar.add_view(ImportProfileView, "列对应方案", category="台账", icon="fa-columns")

@@ -54,9 +54,15 @@ class ReconcileRun(TenantScoped, Model):
     #: The result workbook `<tenant>/reconcile/result-<sha256>.xlsx`.
     result_file: Mapped[str | None] = mapped_column(sa.String(255), info={"checked": True})
     job_id: Mapped[int | None] = mapped_column(sa.Integer)
+    #: How many times the comparison was started (each attempt is its own job).
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0,
+                                          server_default="0", info={"checked": True})
     created_by: Mapped[int | None] = mapped_column(sa.Integer, sa.ForeignKey("ab_user.id"))
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=False, default=_now)
     finished_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+
+    # Not stored: set by `service.start_upload` when the same list was uploaded before.
+    notice = None
 
     def __repr__(self) -> str:
         return f"核对 #{self.id} {self.filename}"

@@ -40,7 +40,7 @@ from onemeter.imports.service import (
     import_root,
     setting,
 )
-from onemeter.jobs import JobRun, enqueue_job
+from onemeter.jobs import CANCELLABLE, RERUNNABLE, JobRun, cancel_job, enqueue_job
 from onemeter.reconcile.engine import (
     CLASS_LABELS,
     CONFLICT,
@@ -51,7 +51,7 @@ from onemeter.reconcile.engine import (
     Result,
     reconcile,
 )
-from onemeter.reconcile.models import DONE, FAILED, UPLOADED, ReconcileRun
+from onemeter.reconcile.models import DONE, FAILED, RUNNING, UPLOADED, ReconcileRun
 from onemeter.registry.models import Community, Household, MeterAccount, PlanTarget
 from onemeter.tenancy import Tenant, current_scope
 from onemeter.utilities import utility_spec
@@ -118,17 +118,64 @@ def start_upload(session: Any, tenant_id: int, user_id: int | None, utility: str
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+    same = session.scalars(sa.select(ReconcileRun).where(
+        ReconcileRun.tenant_id == tenant_id, ReconcileRun.utility == utility,
+        ReconcileRun.content_hash == digest).order_by(ReconcileRun.id.desc())).first()
+    if same is not None:
+        # The same list again: no second run. Its page offers 重新核对 when the ledger moved.
+        same.notice = (f"这份清单已于核对 #{same.id} 上传过，未重复核对；"
+                       "如台账已有变化，请在该页点“重新核对”")
+        return same, job_state(same)
     run = ReconcileRun(tenant_id=tenant_id, utility=utility, filename=name,
                        content_hash=digest, size=size,
                        file_key=f"{tenant_id}/reconcile/{digest}.{ext}", state=UPLOADED,
                        counts={}, created_by=user_id)
     session.add(run)
     session.commit()
-    job = enqueue_job(KIND, tenant_id=tenant_id, user_id=user_id, queue=QUEUE,
-                      params={"run_id": run.id}, idempotency_key=f"run:{run.id}")
+    return run, _enqueue(run, user_id)
+
+
+def _enqueue(run: ReconcileRun, user_id: int | None) -> JobRun:
+    """Put the run's comparison on the `reconcile` queue (one job per attempt)."""
+    attempt = (run.attempts or 0) + 1
+    run.attempts = attempt
+    job = enqueue_job(KIND, tenant_id=run.tenant_id, user_id=user_id, queue=QUEUE,
+                      params={"run_id": run.id, "attempt": attempt},
+                      idempotency_key=f"run:{run.id}:{attempt}")
     run.job_id = job.id
-    session.commit()
-    return run, job
+    db.session.commit()
+    return job
+
+
+def settle(run: ReconcileRun) -> ReconcileRun:
+    """A run whose job failed or was cancelled (a killed worker, 取消) is marked failed."""
+    job = job_state(run)
+    if run.state in (UPLOADED, RUNNING) and job is not None and job.state in RERUNNABLE:
+        run.state = FAILED
+        run.message = f"核对任务 #{job.id} {job.state_label}：{job.error_summary}"
+        db.session.commit()
+    return run
+
+
+def cancel(run: ReconcileRun) -> bool:
+    """Cancel the run's job while it is queued or running; False when it had ended."""
+    job = job_state(run)
+    if job is None or job.state not in CANCELLABLE:
+        return False
+    return cancel_job(job)
+
+
+def rerun(run: ReconcileRun, user_id: int | None) -> JobRun:
+    """Compare the same account list again with today's ledger (after a failure, a
+    cancellation, or because the ledger changed). Refused while a comparison runs."""
+    settle(run)
+    job = job_state(run)
+    if job is not None and job.state in CANCELLABLE:
+        raise ReconcileRefused("这次核对还在进行，请等它完成或先取消")
+    if current_scope().write != run.tenant_id:
+        raise ReconcileRefused("不能为其他办事处核对")
+    run.state, run.message = UPLOADED, None
+    return _enqueue(run, user_id)
 
 
 # --- reading the account list ------------------------------------------------------------------
@@ -338,6 +385,9 @@ class PlanCheck:
     differences: list[PlanDifference]
     by_tenant: list[dict[str, Any]]
     by_community: list[dict[str, Any]]
+    #: True when the scope is one sub-district: the plan's targets are the district's, so
+    #: no difference is computed (it would compare a part with the whole).
+    scoped: bool = False
 
 
 def plan_check(session: Any) -> PlanCheck:
@@ -345,7 +395,8 @@ def plan_check(session: Any) -> PlanCheck:
     communities and households with an account vs PlanTarget; every difference listed.
     Sub-district and community counts are returned for the page (the plan has none)."""
     counts = registry_counts(session)
-    targets = list(session.scalars(sa.select(PlanTarget)))
+    scoped = not current_scope().reads_all
+    targets = [] if scoped else list(session.scalars(sa.select(PlanTarget)))
     differences: list[PlanDifference] = []
 
     def measured(frame: pd.DataFrame) -> tuple[int, int]:
@@ -376,7 +427,7 @@ def plan_check(session: Any) -> PlanCheck:
                      "utility": r.utility, "phase_year": _clean(r.phase_year),
                      "category": r.category, "households": int(r.households)}
                     for r in counts.sort_values(["tenant_id", "community"]).itertuples()]
-    return PlanCheck(differences, by_tenant, by_community)
+    return PlanCheck(differences, by_tenant, by_community, scoped)
 
 
 def job_state(run: ReconcileRun) -> JobRun | None:

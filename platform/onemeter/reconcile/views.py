@@ -17,22 +17,22 @@ from flask_appbuilder.security.decorators import permission_name
 
 from onemeter.database import db
 from onemeter.formatting import local_datetime
-from onemeter.jobs import CANCELLABLE, RERUNNABLE, QueueUnavailable
+from onemeter.jobs import CANCELLABLE, QueueUnavailable
 from onemeter.plugins import hookimpl
 from onemeter.reconcile.engine import CLASS_LABELS, ROUND_LABELS
 from onemeter.reconcile.models import (
     DONE,
-    FAILED,
     RUN_STATE_LABELS,
-    RUNNING,
-    UPLOADED,
     ReconcileRun,
 )
 from onemeter.reconcile.service import (
     ReconcileRefused,
+    cancel,
     job_state,
     plan_check,
+    rerun,
     result_bytes,
+    settle,
     start_upload,
 )
 from onemeter.security import (
@@ -110,26 +110,57 @@ class ReconcileRunView(TenantModelView):
             db.session.rollback()
             flash(str(exc), "danger")
             return back
-        flash(f"已开始核对（后台任务 #{job.id}），本页会自动刷新", "info")
+        if run.notice:
+            flash(run.notice, "warning")
+        else:
+            flash(f"已开始核对（后台任务 #{job.id}），本页会自动刷新", "info")
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=run.id))
+
+    @expose("/cancel/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("run")
+    def cancel(self, pk: int) -> Response:
+        """Stop the run's comparison (it writes nothing; the run can be re-run)."""
+        run = self.visible_or_404(pk)
+        if not self.may_write("can_run", run):
+            abort(403)
+        if cancel(run):
+            flash("已取消核对；需要时可重新核对", "info")
+        else:
+            flash("这次核对已经结束，无需取消", "warning")
+        return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+
+    @expose("/rerun/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("run")
+    def rerun(self, pk: int) -> Response:
+        """Compare the same list again with today's ledger."""
+        run = self.visible_or_404(pk)
+        if not self.may_write("can_run", run):
+            abort(403)
+        try:
+            job = rerun(run, g.user.id)
+        except (ReconcileRefused, QueueUnavailable) as exc:
+            db.session.rollback()
+            flash(str(exc), "danger")
+        else:
+            flash(f"已重新开始核对（后台任务 #{job.id}），本页会自动刷新", "info")
+        return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
 
     @expose("/show/<pk>", methods=["GET"])
     @has_access
     def show(self, pk: Any) -> Any:
         """The run: progress while it runs, then counts, samples and the download."""
         pk = self._deserialize_pk_if_composite(pk)
-        run = self.visible_or_404(pk)
+        run = settle(self.visible_or_404(pk))
         job = job_state(run)
-        if run.state in (UPLOADED, RUNNING) and job is not None and job.state in RERUNNABLE:
-            run.state = FAILED
-            run.message = f"核对任务 #{job.id} {job.state_label}：{job.error_summary}"
-            db.session.commit()
         running = job if job is not None and job.state in CANCELLABLE else None
         return self.render_template(
             self.show_template, title=f"核对：{run.filename}", run=run, running=running,
             state_label=RUN_STATE_LABELS.get(run.state), utility_label=utility_label,
             class_labels=CLASS_LABELS, round_labels=ROUND_LABELS,
-            local_datetime=local_datetime, done=run.state == DONE)
+            local_datetime=local_datetime, done=run.state == DONE,
+            may_run=self.may_write("can_run", run))
 
     @expose("/download/<int:pk>", methods=["GET"])
     @has_access
