@@ -61,6 +61,7 @@ from onemeter.jobs import (
     RERUNNABLE,
     JobRun,
     QueueUnavailable,
+    cancel_job,
     enqueue_job,
 )
 from onemeter.tenancy import current_scope
@@ -327,6 +328,22 @@ def settle(batch: ImportBatch) -> ImportBatch:
                          f"可以重新{what}")
         db.session.commit()
     return batch
+
+
+def cancel_running(batch: ImportBatch) -> JobRun | None:
+    """Cancel the batch's queued or running preview, commit or rollback job.
+
+    Returns the cancelled JobRun, or None when no job of the batch was running. A running
+    job stops at its next step and rolls back, so nothing of it stays; the batch is then
+    put back where it was by `settle`.
+    """
+    settle(batch)
+    if batch.state not in _JOB_OF:
+        return None
+    run = _run(getattr(batch, _JOB_OF[batch.state][0]))
+    if run is None or run.state not in CANCELLABLE or not cancel_job(run):
+        return None
+    return run
 
 
 def _active(run: JobRun | None) -> bool:

@@ -30,6 +30,7 @@ from onemeter.imports.models import (
 )
 from onemeter.imports.service import (
     ImportRefused,
+    cancel_running,
     column_choices,
     error_workbook_bytes,
     get_profile,
@@ -184,6 +185,21 @@ class ImportBatchView(TenantModelView):
         self._start(batch, action)
         return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
 
+    @expose("/cancel/<int:pk>", methods=["POST"])
+    @has_access
+    @permission_name("run")
+    def cancel(self, pk: int) -> Response:
+        """Stop the batch's running step; it rolls back and the batch is as before it."""
+        batch = self.visible_or_404(pk)
+        if not self.may_write("can_run", batch):
+            abort(403)
+        run = cancel_running(batch)
+        if run is None:
+            flash("没有正在进行的任务", "warning")
+        else:
+            flash(f"已取消后台任务 #{run.id}；这一步没有写入任何数据", "info")
+        return redirect(url_for(f"{self.__class__.__name__}.show", pk=pk))
+
     @expose("/mapping/<int:pk>", methods=["POST"])
     @has_access
     @permission_name("run")
@@ -227,7 +243,7 @@ class ImportBatchView(TenantModelView):
         return self.render_template(
             self.show_template, title=f"台账导入：{batch.filename}", batch=batch,
             running=running, offered=offered, actions=ACTIONS,
-            samples=masked_samples(batch.samples), sample_labels=_SAMPLE_LABELS,
+            samples=masked_samples(batch.samples), sample_labels=_SAMPLE_LABELS, may_run=may_run,
             action_labels=ROW_ACTION_LABELS, state_label=BATCH_STATE_LABELS.get(batch.state),
             kind_label=BATCH_KIND_LABELS.get(batch.kind, batch.kind),
             local_datetime=local_datetime, has_errors=bool((batch.counts or {}).get("error")),
