@@ -12,6 +12,8 @@ import datetime as dt
 import decimal
 import io
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -205,6 +207,12 @@ def test_a_recovery_splits_over_projects_exactly_to_the_fen(amount: str, n: int)
     assert shares == sorted(shares, reverse=True)  # the odd fen go to the first referred
 
 
+def test_the_access_matrix_finds_the_case_page_and_api(lit_app: Flask) -> None:
+    from tests.support.matrix import discover
+
+    assert {"CaseView", "CaseApi"} <= {t.name for t in discover(lit_app)}
+
+
 # --- the whole path through the pages --------------------------------------------------------
 
 def test_referral_to_recovery_through_the_pages_passes_exact_amounts_per_project(
@@ -385,7 +393,7 @@ def test_district_sees_every_case_by_stage_and_exports_overdue_first_read_only(
     assert f"/litigation/cases/show/{pq_case}" in page and "已逾期" in page
     listing = district.get("/litigation/cases/list/?psize_CaseView=1000").get_data(as_text=True)
     assert f"/litigation/cases/show/{pq_case}" in listing
-    assert "已逾期的诉讼案件" in listing
+    assert "已逾期的诉讼案件" in listing and 'label-danger">已逾期</span>' in listing
     assert as_user("pingqiao_staff").get("/litigation/overview/").status_code in (302, 403)
 
     body = district.get("/litigation/cases/export/")
@@ -484,6 +492,34 @@ def test_a_sub_district_without_the_plugin_sees_nothing_of_it_and_gets_no_case(
     assert metrics and all(set(m.values) == {tenant_ids["pingxi"]} for m in metrics)
     # The sub-districts that enable it still see it.
     assert "诉讼案件" in as_user("pingxi_staff").get("/").get_data(as_text=True)
+
+
+def test_referrals_made_before_the_plugin_was_enabled_are_filed_by_the_sync_command(
+        lit_app: Flask, as_user: Callable[[str], Any], stack: Stack,
+        zhenleishan_without_litigation: int) -> None:
+    tenant_id = zhenleishan_without_litigation
+    developer_id, projects = developer_projects(lit_app, tenant_id, ["water", "electricity"])
+    for project in projects:
+        refer(as_user, "zhenleishan", project)
+    assert case_of(lit_app, projects[0]) is None
+    with lit_app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        tenant = db.session.get(Tenant, tenant_id)
+        tenant.plugins = [*tenant.plugins, "litigation"]     # the sub-district enables it
+        db.session.commit()
+
+    def sync() -> str:
+        result = subprocess.run([sys.executable, "-m", "onemeter.cli", "litigation", "sync"],
+                                env=stack.subprocess_env(), capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    filed = re.search(r"震雷山街道办事处：(\d+) 个改造项目", sync())
+    assert filed and int(filed.group(1)) >= 2    # earlier tests' referrals there count too
+    first, second = (case_of(lit_app, p) for p in projects)
+    assert first.id == second.id and first.developer_id == developer_id
+    assert [e.step for e in events_of(lit_app, first.id)] == ["open_case", "join_case"]
+    assert "震雷山街道办事处：0 个改造项目" in sync()           # nothing filed twice
 
 
 def test_a_referral_without_a_recorded_developer_opens_a_case_of_its_own(

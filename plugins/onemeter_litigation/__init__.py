@@ -49,6 +49,13 @@ def onemeter_project_referred_to_litigation(project_id: int, tenant_id: int,
 
 
 @hookimpl
+def onemeter_cli_commands() -> list[Any]:
+    from onemeter_litigation.commands import litigation_group
+
+    return [litigation_group]
+
+
+@hookimpl
 def onemeter_rollup_metrics(tenant_ids: list[int], as_of: dt.date) -> list[RollupMetric]:
     """Per sub-district enabling the plugin: open cases, overdue, awarded, recovered."""
     from onemeter.database import db

@@ -101,6 +101,13 @@ class LitigationCase(TenantScoped, Model):
         return is_overdue(self, today)
 
     @property
+    def overdue_flag(self) -> str:
+        """已逾期 when overdue today (Beijing), else empty: the list's red flag."""
+        from onemeter.retrofit.service import beijing_today
+
+        return "已逾期" if self.overdue_on(beijing_today()) else ""
+
+    @property
     def project_count(self) -> int:
         return len(self.links)
 

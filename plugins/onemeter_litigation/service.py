@@ -16,8 +16,8 @@ from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
 from onemeter.formatting import money
-from onemeter.registry.models import Developer
-from onemeter.retrofit.models import RetrofitProject
+from onemeter.registry.models import Community, Developer
+from onemeter.retrofit.models import ProjectEvent, RetrofitProject
 from onemeter.retrofit.service import beijing_today
 from onemeter.tenancy import Tenant
 from onemeter_litigation.models import (
@@ -92,6 +92,30 @@ def open_or_join_case(session: Session, project_id: int, tenant_id: int,
     session.flush()
     session.expire(case, ["links"])
     return case
+
+
+def file_earlier_referrals(session: Session, tenant_id: int) -> int:
+    """Open or join cases for the tenant's projects referred to litigation that have none.
+
+    For referrals made before the sub-district enabled the plugin, or written without the
+    hook (the demo district). In referral order, each at its referral time. Returns how many
+    projects were filed; 0 when the tenant does not enable the plugin.
+    """
+    if not tenant_enables(session, tenant_id):
+        return 0
+    filed = sa.select(CaseProject.project_id)
+    rows = session.execute(
+        sa.select(RetrofitProject.id, Community.developer_id, sa.func.min(ProjectEvent.at))
+        .join(ProjectEvent, ProjectEvent.project_id == RetrofitProject.id)
+        .join(Community, Community.id == RetrofitProject.community_id)
+        .where(RetrofitProject.tenant_id == tenant_id,
+               ProjectEvent.transition == "refer_to_litigation",
+               RetrofitProject.id.not_in(filed))
+        .group_by(RetrofitProject.id, Community.developer_id)
+        .order_by(sa.func.min(ProjectEvent.at), RetrofitProject.id)).all()
+    for project_id, developer_id, referred_at in rows:
+        open_or_join_case(session, project_id, tenant_id, developer_id, now=referred_at)
+    return len(rows)
 
 
 def _plugin_manager(plugin_manager: Any) -> Any:

@@ -15,6 +15,7 @@ from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import permission_name
 from flask_appbuilder.urltools import get_filter_args, get_order_args
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from onemeter.database import db
@@ -80,7 +81,7 @@ class CaseView(TenantModelView):
     edit_title = "修改诉讼案件"
     base_order = ("id", "desc")
     list_columns = ["tenant_id", "developer_name", "legal_representative", "state", "deadline",
-                    "court", "case_number", "amount_awarded", "amount_recovered",
+                    "overdue_flag", "court", "case_number", "amount_awarded", "amount_recovered",
                     "project_count"]
     show_columns = ["tenant_id", "developer_name", "legal_representative", "state",
                     "next_action", "deadline", "court", "case_number", "filed_on",
@@ -96,7 +97,7 @@ class CaseView(TenantModelView):
         "filed_on": "立案日期", "judgment_on": "判决日期", "amount_awarded": "判决金额",
         "enforcement_case_number": "执行案号", "amount_recovered": "已追回金额",
         "closed_on": "结案日期", "opened_at": "立卷时间", "comment": "备注",
-        "project_count": "关联改造项目数",
+        "project_count": "关联改造项目数", "overdue_flag": "逾期",
     }
     formatters_columns = {
         "tenant_id": _tenant_name, "state": state_label, "deadline": local_date,
@@ -104,6 +105,8 @@ class CaseView(TenantModelView):
         "opened_at": local_datetime, "amount_awarded": money, "amount_recovered": money,
         "comment": lambda v: v or "", "court": lambda v: v or "",
         "case_number": lambda v: v or "", "enforcement_case_number": lambda v: v or "",
+        "overdue_flag": lambda v: Markup('<span class="label label-danger">已逾期</span>')
+        if v else "",
     }
 
     def pre_update(self, item: LitigationCase) -> None:
