@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import io
 import re
 import subprocess
@@ -544,7 +545,8 @@ def test_a_referral_without_a_recorded_developer_opens_a_case_of_its_own(
 
 
 def test_a_refused_step_with_a_bad_attachment_writes_nothing(
-        lit_app: Flask, as_user: Callable[[str], Any], tenant_ids: dict[str, int]) -> None:
+        lit_app: Flask, as_user: Callable[[str], Any], tenant_ids: dict[str, int],
+        stack: Stack) -> None:
     _, (project,) = developer_projects(lit_app, tenant_ids["pingxi"], ["water"])
     refer(as_user, "pingxi", project)
     pk = case_of(lit_app, project).id
@@ -552,5 +554,15 @@ def test_a_refused_step_with_a_bad_attachment_writes_nothing(
                      document="协查函", files={"attachment": (io.BytesIO(b"MZ\x90\x00exe"),
                                                              "letter.pdf")})
     assert "附件未上传" in page
+    scan = PDF + uuid.uuid4().hex.encode()                 # a good scan, but a refused step
+    page = case_step(as_user("pingxi_staff"), pk, "record_judgment", occurred_on="2021-07-07",
+                     amount="1.00", document="判决书",
+                     files={"attachment": (io.BytesIO(scan), "判决书.pdf")})
+    assert "不能执行「记录判决」" in page
+    stored = stack.work / "uploads" / str(tenant_ids["pingxi"])
+    assert not (stored / f"{hashlib.sha256(scan).hexdigest()}.pdf").exists()
+    ok(case_step(as_user("pingxi_staff"), pk, "record_tracing", department="公安分局",
+                 result="查无此人", files={"attachment": (io.BytesIO(scan), "回复.pdf")}))
+    assert (stored / f"{hashlib.sha256(scan).hexdigest()}.pdf").exists()  # the same folder
     assert case_of(lit_app, project).state == "tracing"
-    assert [e.step for e in events_of(lit_app, pk)] == ["open_case"]
+    assert [e.step for e in events_of(lit_app, pk)] == ["open_case", "record_tracing"]
