@@ -141,6 +141,9 @@ def take_step(session: Session, case: LitigationCase, name: str, user: Any, *,
     """
     today = today or beijing_today()
     now = now or _utcnow()
+    # Two clerks on the same case: the second waits and sees the first one's stage and
+    # amounts (PostgreSQL row lock; SQLite serializes writers anyway).
+    session.refresh(case, with_for_update=True)
     roles = frozenset(r.name for r in (getattr(user, "roles", None) or []))
     cleaned = check(case, name, roles, getattr(user, "tenant_id", None), inputs, today)
     spec = STEPS[name]
