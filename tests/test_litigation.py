@@ -566,3 +566,73 @@ def test_a_refused_step_with_a_bad_attachment_writes_nothing(
     assert (stored / f"{hashlib.sha256(scan).hexdigest()}.pdf").exists()  # the same folder
     assert case_of(lit_app, project).state == "tracing"
     assert [e.step for e in events_of(lit_app, pk)] == ["open_case", "record_tracing"]
+
+
+def test_a_stage_is_overdue_only_after_its_date_not_on_it() -> None:
+    from types import SimpleNamespace
+
+    from onemeter_litigation.stages import is_overdue
+
+    day = dt.date(2021, 7, 7)
+    for state in ("demand_sent", "hearing"):
+        case = SimpleNamespace(state=state, deadline=day)
+        assert not is_overdue(case, day) and is_overdue(case, day + dt.timedelta(days=1))
+    assert not is_overdue(SimpleNamespace(state="judged", deadline=day), dt.date(2030, 1, 1))
+    assert not is_overdue(SimpleNamespace(state="demand_sent", deadline=None),
+                          dt.date(2030, 1, 1))
+
+
+@pytest.mark.postgres
+def test_two_recoveries_at_once_cannot_together_exceed_the_amount_awarded(
+        lit_app: Flask, tenant_ids: dict[str, int]) -> None:
+    """The second clerk's step waits for the first one's row lock, then sees its amount."""
+    import threading
+
+    from onemeter_litigation.service import take_step
+
+    tenant_id = tenant_ids["pingxi"]
+    _, (project,) = developer_projects(lit_app, tenant_id, ["water"])
+    with lit_app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        case = LitigationCase(tenant_id=tenant_id, developer_name="并发测试", state="judged",
+                              amount_awarded=decimal.Decimal("100.00"),
+                              amount_recovered=decimal.Decimal("0.00"),
+                              opened_at=dt.datetime(2021, 7, 7))
+        db.session.add(case)
+        db.session.flush()
+        db.session.add(CaseProject(tenant_id=tenant_id, case_id=case.id, project_id=project,
+                                   referred_at=case.opened_at))
+        db.session.commit()
+        pk = case.id
+    held, go = threading.Event(), threading.Event()
+    outcome: dict[str, str] = {}
+
+    def recover(name: str, hold: bool) -> None:
+        with lit_app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+            admin = db.session.scalar(sa.select(OMUser).where(
+                OMUser.username == "pingxi_admin"))
+            row = db.session.get(LitigationCase, pk)
+            try:
+                take_step(db.session, row, "record_recovery", admin, amount="60.00",
+                          occurred_on=TODAY.isoformat(), document=name)
+                if hold:
+                    held.set()
+                    go.wait(10)
+                db.session.commit()
+                outcome[name] = "recorded"
+            except StepRefused as exc:
+                db.session.rollback()
+                outcome[name] = str(exc)
+
+    first = threading.Thread(target=recover, args=("first", True))
+    first.start()
+    assert held.wait(10)
+    second = threading.Thread(target=recover, args=("second", False))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()          # waiting for the first clerk's lock
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert outcome["first"] == "recorded"
+    assert "将超过判决金额100.00 元" in outcome["second"]
+    assert case_of(lit_app, project).amount_recovered == decimal.Decimal("60.00")
