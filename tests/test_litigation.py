@@ -636,3 +636,16 @@ def test_two_recoveries_at_once_cannot_together_exceed_the_amount_awarded(
     assert outcome["first"] == "recorded"
     assert "将超过判决金额100.00 元" in outcome["second"]
     assert case_of(lit_app, project).amount_recovered == decimal.Decimal("60.00")
+
+
+def test_a_referral_after_the_developers_case_was_closed_opens_a_new_case(
+        lit_app: Flask, as_user: Callable[[str], Any], tenant_ids: dict[str, int]) -> None:
+    developer_id, (first, second) = developer_projects(lit_app, tenant_ids["pingdong"],
+                                                       ["water", "electricity"])
+    refer(as_user, "pingdong", first)
+    closed = case_of(lit_app, first).id
+    ok(case_step(as_user("pingdong_admin"), closed, "close_case", comment="已达成和解"))
+    refer(as_user, "pingdong", second)
+    reopened = case_of(lit_app, second)
+    assert reopened.id != closed and reopened.developer_id == developer_id
+    assert reopened.state == "tracing" and case_of(lit_app, first).state == "closed"
