@@ -3,17 +3,12 @@
 same file uploaded twice, a second file's updates, rollback to the exact rows before, a
 refused rollback, a worker killed with SIGKILL mid-commit, a hostile file, tenant isolation
 and Redis down.
-
-The worker gets ONEMETER_UPLOAD_DIR explicitly: the test stack's subprocess environment
-does not carry the app's upload folder.
 """
 
 from __future__ import annotations
 
 import io
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-import psutil
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -72,7 +66,8 @@ from onemeter.jobs import (
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import Stack
+from tests.support.worker import run_burst_worker, worker_process
 from tests.test_import_ledger import (
     FIRST_COUNTS,
     ID_1,
@@ -111,73 +106,6 @@ def read_row(app: Flask, model: type, row_id: int) -> dict[str, Any]:
 def user_id(app: Flask, username: str) -> int:
     with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
         return db.session.query(OMUser).filter_by(username=username).one().id
-
-
-class ImportWorker:
-    """One `onemeter worker --queue imports` subprocess of this run, with its log."""
-
-    def __init__(self, stack: Stack, log_path: Path, env: dict[str, str] | None = None,
-                 burst: bool = True) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        args = [sys.executable, "-m", "onemeter.cli", "worker", "--queue", "imports"]
-        if burst:
-            args.append("--burst")
-        environment = {**stack.subprocess_env(),
-                       "ONEMETER_UPLOAD_DIR": str(stack.work / "uploads"), **(env or {})}
-        self.popen = subprocess.Popen(args, env=environment, cwd=ROOT, stdout=self._log,
-                                      stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return f"--- worker log ({self.log_path}) ---\n{text[-6000:]}"
-
-    def horses(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.popen.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-
-    def wait(self, timeout: float = WAIT) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the worker did not exit within {timeout:.0f} s\n{self.log()}")
-
-    def stop(self) -> None:
-        horses = self.horses()
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=15)
-        for horse in horses:
-            try:
-                horse.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self._log.close()
-
-
-@contextmanager
-def import_worker(stack: Stack, tmp_path: Path, name: str = "worker",
-                  env: dict[str, str] | None = None) -> Iterator[ImportWorker]:
-    worker = ImportWorker(stack, tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.log", env)
-    try:
-        yield worker
-    finally:
-        worker.stop()
-
-
-def run_worker(stack: Stack, tmp_path: Path, env: dict[str, str] | None = None) -> str:
-    """Run a burst worker on `imports` until the queue is empty; return its log."""
-    with import_worker(stack, tmp_path, "burst", env) as worker:
-        code = worker.wait()
-        assert code == 0, f"the worker exited with {code}\n{worker.log()}"
-        return worker.log()
 
 
 def wait_for(condition: Callable[[], Any], what: str, explain: Callable[[], str],
@@ -285,7 +213,7 @@ def test_a_ledger_is_previewed_committed_updated_and_rolled_back_through_a_real_
     assert (run["kind"], run["queue"], run["idempotency_key"], run["params"]) == (
         "imports.preview", "imports", f"imports.preview:{batch_id}", {"batch_id": batch_id})
 
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     run = read_row(app, JobRun, preview_run)
     assert run["state"] == FINISHED, run
     assert run["counts"]["rows_read"] == run["counts"]["rows_validated"] == 8
@@ -302,7 +230,7 @@ def test_a_ledger_is_previewed_committed_updated_and_rolled_back_through_a_real_
     assert tenant_snapshot(app, tenant) == before_import  # the preview wrote nothing
 
     commit_run = step(app, tenant, start_commit, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     run = read_row(app, JobRun, commit_run)
     assert run["state"] == FINISHED, run
     assert run["idempotency_key"] == f"imports.commit:{batch_id}"
@@ -345,10 +273,10 @@ def test_a_ledger_is_previewed_committed_updated_and_rolled_back_through_a_real_
     # A second file updating some households.
     second_id, _, _ = upload(app, tenant, staff, ledger_xlsx(second_rows(n)))
     step(app, tenant, start_preview, second_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, ImportBatch, second_id)["counts"]["update"] == 2
     step(app, tenant, start_commit, second_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     second = read_row(app, ImportBatch, second_id)
     assert second["state"] == COMMITTED, second
     assert {k: second["counts"][k] for k in ("create", "update", "unchanged", "error")} == {
@@ -365,12 +293,12 @@ def test_a_ledger_is_previewed_committed_updated_and_rolled_back_through_a_real_
 
     # Undo the second, then the first: every row exactly as before each import.
     rollback_run = step(app, tenant, start_rollback, second_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, JobRun, rollback_run)["state"] == FINISHED
     assert read_row(app, ImportBatch, second_id)["state"] == ROLLED_BACK
     assert tenant_snapshot(app, tenant) == after_first
     step(app, tenant, start_rollback, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     batch = read_row(app, ImportBatch, batch_id)
     assert batch["state"] == ROLLED_BACK and batch["rolled_back_at"] is not None
     assert tenant_snapshot(app, tenant) == before_import
@@ -397,9 +325,9 @@ def test_a_rollback_is_refused_when_a_created_household_got_a_meter_account_afte
         seed(tenant, n)
     batch_id, _, _ = upload(app, tenant, staff, ledger_xlsx(ledger_rows(n)))
     step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     step(app, tenant, start_commit, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, ImportBatch, batch_id)["state"] == COMMITTED
     household_id = import_rows(app, tenant, batch_id)[6]["household_id"]
 
@@ -411,7 +339,7 @@ def test_a_rollback_is_refused_when_a_created_household_got_a_meter_account_afte
                                  account_no=f"4115{uuid.uuid4().int % 10**8:08d}"))
         session.commit()
     before = tenant_snapshot(app, tenant)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     run = read_row(app, JobRun, run_id)
     assert run["state"] == FINISHED and run["counts"] == {"refused": 1}, run
     batch = read_row(app, ImportBatch, batch_id)
@@ -450,14 +378,14 @@ def test_a_worker_killed_mid_commit_leaves_no_household_and_the_commit_can_run_a
     total = 2000
     batch_id, _, _ = upload(app, tenant, staff, big_ledger(n, total))
     step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     batch = read_row(app, ImportBatch, batch_id)
     assert batch["counts"]["create"] == total, batch
     before = tenant_snapshot(app, tenant)
 
     run_id = step(app, tenant, start_commit, batch_id, staff)
     postgres = stack.app_url.startswith("postgresql")
-    with import_worker(stack, tmp_path, "killed", env=SLOW) as worker:
+    with worker_process(stack, tmp_path, "imports", "killed", env=SLOW) as worker:
         def writing() -> Any:
             run = read_row(app, JobRun, run_id)
             if postgres:
@@ -490,7 +418,7 @@ def test_a_worker_killed_mid_commit_leaves_no_household_and_the_commit_can_run_a
         again, new = rerun_job(db.session.get(JobRun, run_id), user_id=staff)
         again_id = again.id
     assert new and again_id != run_id
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, JobRun, again_id)["state"] == FINISHED
     batch = read_row(app, ImportBatch, batch_id)
     assert batch["state"] == COMMITTED and batch["commit_job_id"] == again_id
@@ -506,9 +434,9 @@ def test_a_commit_cancelled_half_way_writes_nothing_and_the_batch_is_previewed_a
     n = names(tag)
     batch_id, _, _ = upload(app, tenant, staff, big_ledger(n, 1000))
     step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     run_id = step(app, tenant, start_commit, batch_id, staff)
-    with import_worker(stack, tmp_path, "cancelled", env=SLOW) as worker:
+    with worker_process(stack, tmp_path, "imports", "cancelled", env=SLOW) as worker:
         wait_for(lambda: read_row(app, JobRun, run_id)["state"] == STARTED
                  and (read_row(app, JobRun, run_id)["message"] or "").startswith(("正在写入",
                                                                                  "已写入")),
@@ -532,7 +460,7 @@ def test_a_commit_whose_job_failed_is_settled_back_to_previewed_and_can_start_ag
     n = names(tag)
     batch_id, _, _ = upload(app, tenant, staff, big_ledger(n, 30))
     step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     run_id = step(app, tenant, start_commit, batch_id, staff)
     with tenant_scope(app, tenant) as session:  # as the worker's crash handler leaves it
         run = session.get(JobRun, run_id)
@@ -545,7 +473,7 @@ def test_a_commit_whose_job_failed_is_settled_back_to_previewed_and_can_start_ag
     again = step(app, tenant, start_commit, batch_id, staff)
     assert again != run_id
     assert read_row(app, JobRun, again)["idempotency_key"] == f"imports.commit:{batch_id}"
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, ImportBatch, batch_id)["state"] == COMMITTED
     assert households_in(app, tenant, [n["gui"], n["xin"]]) == 30
 
@@ -558,7 +486,7 @@ def test_a_text_file_renamed_xlsx_fails_its_batch_with_the_readers_message_and_w
     data = f"小区,室号\n桂园小区{uuid.uuid4().hex[:6]},102\n".encode()
     batch_id, _, _ = upload(app, tenant, staff, data, "台账.xlsx")
     run_id = step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, JobRun, run_id)["counts"] == {"file_refused": 1}
     batch = read_row(app, ImportBatch, batch_id)
     assert batch["state"] == FAILED and batch["failed_at"] is not None
@@ -597,7 +525,7 @@ def test_a_sheet_without_a_recognizable_header_stays_uploaded_for_a_preview_with
     wb.save(buffer)
     batch_id, _, _ = upload(app, tenant, staff, buffer.getvalue())
     step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     batch = read_row(app, ImportBatch, batch_id)
     assert batch["state"] == UPLOADED, batch
     assert "没有找到表头" in batch["message"] and "指定各列对应的字段" in batch["message"]
@@ -607,7 +535,7 @@ def test_a_sheet_without_a_recognizable_header_stays_uploaded_for_a_preview_with
                       mapping_overrides={"colour": "名称"})
     step(app, tenant, start_preview, batch_id, staff,
          mapping_overrides={"community": "名称", "building": "楼", "room": 2})
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     batch = read_row(app, ImportBatch, batch_id)
     assert batch["state"] == PREVIEWED, batch
     assert batch["counts"]["create"] == 1
@@ -646,16 +574,16 @@ def test_a_batch_is_invisible_and_unusable_from_another_sub_district(
     with tenant_scope(app, pingxi):
         run_id = enqueue_job("imports.preview", tenant_id=pingxi, user_id=other,
                              queue="imports", params={"batch_id": batch_id}).id
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     run = read_row(app, JobRun, run_id)
     assert run["state"] == RUN_FAILED and "不存在" in run["error"], run
     assert read_row(app, ImportBatch, batch_id)["state"] == UPLOADED
 
     # pingqiao's own commit lands in pingqiao only.
     step(app, pingqiao, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     step(app, pingqiao, start_commit, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, ImportBatch, batch_id)["state"] == COMMITTED
     rows = import_rows(app, pingqiao, batch_id)
     assert {r["tenant_id"] for r in rows.values()} == {pingqiao}
@@ -685,5 +613,5 @@ def test_with_redis_down_starting_a_preview_says_so_and_the_batch_stays_previewa
 
     # Redis back: the same batch previews.
     step(app, tenant, start_preview, batch_id, staff)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, ImportBatch, batch_id)["state"] == PREVIEWED

@@ -18,7 +18,8 @@ from onemeter.database import db
 from onemeter.registry.models import Community, Household
 from onemeter.tenancy import TenantScope, use_scope
 from tests.support.stack import Stack
-from tests.test_import_jobs import empty_imports_queue, run_worker  # noqa: F401 (fixture)
+from tests.support.worker import run_burst_worker
+from tests.test_import_jobs import empty_imports_queue  # noqa: F401 (fixture)
 
 
 def ledger(community: str) -> bytes:
@@ -62,7 +63,7 @@ def test_a_clerk_uploads_previews_commits_downloads_errors_and_undoes(
     pk = batch_id(response)
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "已开始预览" in page and 'http-equiv="refresh"' in page  # polls while it runs
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
 
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "预览（尚未写入）" in page and "已预览" in page
@@ -80,7 +81,7 @@ def test_a_clerk_uploads_previews_commits_downloads_errors_and_undoes(
     assert other.post(f"/imports/run/{pk}/commit").status_code == 404
 
     staff.post(f"/imports/run/{pk}/commit")
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert households(app, tenant, community) == ["3-2-101", "3-2-102", "3-2-103"]
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "导入结果" in page and "撤销本批导入" in page
@@ -98,7 +99,7 @@ def test_a_clerk_uploads_previews_commits_downloads_errors_and_undoes(
     assert households(app, tenant, community) == ["3-2-101", "3-2-102", "3-2-103"]
 
     staff.post(f"/imports/run/{pk}/rollback")
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert households(app, tenant, community) == []
     assert "已撤销" in staff.get(f"/imports/show/{pk}").get_data(as_text=True)
 
@@ -107,7 +108,7 @@ def test_a_renamed_text_file_fails_in_words_and_writes_nothing(
         app: Flask, stack: Stack, tmp_path: Path, login: Callable[..., Any]) -> None:
     staff = login("pingdong_staff")
     pk = batch_id(upload(staff, "这不是表格\n".encode() * 20, "台账.xlsx"))
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "失败" in page and "文件内容不是Excel表格" in page
     assert "确认导入" not in page
@@ -155,7 +156,7 @@ def test_a_clerk_fixes_the_column_choices_saves_them_and_reuses_them_on_the_next
              f"{community},1,1,101,租户甲,产权人甲,13800000001\n"
              f"{community},1,1,102,租户乙,产权人乙,13800000002\n").encode()
     pk = batch_id(upload(staff, first, "一月.csv"))
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "列对应" in page and "租户甲" in page and "产权人甲" not in page
 
@@ -169,7 +170,7 @@ def test_a_clerk_fixes_the_column_choices_saves_them_and_reuses_them_on_the_next
               "col_4": "", "col_5": "owner_name", "col_6": "phone", "profile_name": name}
     saved = staff.post(f"/imports/mapping/{pk}", data=chosen, follow_redirects=True)
     assert f"已保存列对应方案“{name}”" in saved.get_data(as_text=True)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "产权人甲" in page and "租户甲" not in page
 
@@ -185,9 +186,9 @@ def test_a_clerk_fixes_the_column_choices_saves_them_and_reuses_them_on_the_next
         "ledger": (io.BytesIO(second), "二月.csv"), "profile": str(profile_id)},
         content_type="multipart/form-data")
     second_pk = batch_id(response)
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     staff.post(f"/imports/run/{second_pk}/commit")
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "imports")
     assert _owner_names(app, tenant, community) == ["产权人丙"]
 
     # Another sub-district neither sees nor uses the profile.

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,8 @@ from onemeter.jobs import (
 )
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import Stack
+from tests.support.worker import WorkerProcess, run_burst_worker, worker_process
 
 #: A demo job long enough to be caught mid-way (400 steps of 50 ms).
 LONG = {"n": 400, "delay": 0.05}
@@ -101,80 +101,6 @@ def enqueue_demo(app: Flask, tenant_id: int, user: int, params: dict[str, Any],
         run = enqueue_job("demo.count", tenant_id=tenant_id, user_id=user, queue="reports",
                           params=params, idempotency_key=idempotency_key)
         return run.id
-
-
-class WorkerProcess:
-    """One `onemeter worker` subprocess of this test run, with its log."""
-
-    def __init__(self, stack: Stack, log_path: Path, burst: bool = True,
-                 env: dict[str, str] | None = None) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        args = [sys.executable, "-m", "onemeter.cli", "worker", "--queue", "reports"]
-        if burst:
-            args.append("--burst")
-        self.popen = subprocess.Popen(args, env={**stack.subprocess_env(), **(env or {})},
-                                      cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return f"--- worker log ({self.log_path}) ---\n{text[-6000:]}"
-
-    def horses(self) -> list[psutil.Process]:
-        """The work-horses: children the worker forked to run a job."""
-        try:
-            return psutil.Process(self.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-
-    def wait(self, timeout: float = JOB_WAIT) -> int:
-        """Wait for a burst worker to exit; fail with its log if it does not."""
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the worker did not exit within {timeout:.0f} s\n{self.log()}")
-
-    def stop(self) -> None:
-        """Terminate the worker and its horses if still running; close the log."""
-        horses = self.horses()
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=15)
-        for horse in horses:
-            try:
-                horse.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self._log.close()
-
-
-@contextmanager
-def worker_process(stack: Stack, tmp_path: Path, name: str = "worker", burst: bool = True,
-                   env: dict[str, str] | None = None) -> Iterator[WorkerProcess]:
-    """A running worker subprocess, always terminated afterwards."""
-    process = WorkerProcess(stack, tmp_path / f"{name}.log", burst=burst, env=env)
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-def run_burst_worker(stack: Stack, tmp_path: Path, name: str = "burst",
-                     env: dict[str, str] | None = None) -> str:
-    """Run a burst worker until the queue is empty; return its log."""
-    with worker_process(stack, tmp_path, name, env=env) as worker:
-        code = worker.wait()
-        assert code == 0, f"the worker exited with {code}\n{worker.log()}"
-        return worker.log()
 
 
 def wait_for_state(app: Flask, run_id: int, states: set[str], worker: WorkerProcess | None,
@@ -244,7 +170,7 @@ def test_demo_job_started_from_the_page_runs_in_a_worker_and_reports_to_its_own_
     run_id = started_run_id(flashed(staff, "/jobs/start-demo"))
     assert read_run(app, run_id)["state"] == QUEUED
 
-    run_burst_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reports")
 
     run = read_run(app, run_id)
     assert run["state"] == FINISHED, run
@@ -282,7 +208,7 @@ def test_a_work_horse_killed_mid_job_leaves_the_job_failed_as_interrupted_and_it
     key = f"killed-horse-{tmp_path.name}"
     run_id = enqueue_demo(app, tenant, pingqiao_staff, LONG, idempotency_key=key)
 
-    with worker_process(stack, tmp_path) as worker:
+    with worker_process(stack, tmp_path, "reports") as worker:
         wait_for_progress(app, run_id, worker)
         horse = the_horse(worker)
         horse.send_signal(signal.SIGKILL)
@@ -297,7 +223,7 @@ def test_a_work_horse_killed_mid_job_leaves_the_job_failed_as_interrupted_and_it
     # The same job, with the same idempotency key, can be started again and finishes.
     again_id = enqueue_demo(app, tenant, pingqiao_staff, LONG, idempotency_key=key)
     assert again_id != run_id
-    run_burst_worker(stack, tmp_path, "again")
+    run_burst_worker(stack, tmp_path, "reports", "again")
     again = read_run(app, again_id)
     assert again["state"] == FINISHED, again
     assert again["counts"] == {"counted": LONG["n"]}
@@ -311,7 +237,7 @@ def test_a_worker_killed_with_its_horse_is_reaped_as_interrupted_when_a_worker_s
         pingqiao_staff: int) -> None:
     run_id = enqueue_demo(app, tenant_ids["pingqiao"], pingqiao_staff, LONG)
 
-    with worker_process(stack, tmp_path, "killed") as worker:
+    with worker_process(stack, tmp_path, "reports", "killed") as worker:
         wait_for_progress(app, run_id, worker)
         horse = the_horse(worker)
         worker.popen.send_signal(signal.SIGKILL)
@@ -322,7 +248,7 @@ def test_a_worker_killed_with_its_horse_is_reaped_as_interrupted_when_a_worker_s
     # Nobody is left to say so: the row still claims the job is running.
     assert read_run(app, run_id)["state"] == STARTED
 
-    log = run_burst_worker(stack, tmp_path, "next")
+    log = run_burst_worker(stack, tmp_path, "reports", "next")
     run = read_run(app, run_id)
     assert run["state"] == FAILED, f"{run}\n{log}"
     assert "任务中断" in run["error"] and "工作进程已终止" in run["error"], run["error"]
@@ -363,7 +289,7 @@ def test_cancelling_a_running_job_stops_it_as_cancelled(
         tenant_ids: dict[str, int], pingqiao_staff: int) -> None:
     run_id = enqueue_demo(app, tenant_ids["pingqiao"], pingqiao_staff, LONG)
 
-    with worker_process(stack, tmp_path) as worker:
+    with worker_process(stack, tmp_path, "reports") as worker:
         wait_for_progress(app, run_id, worker)
         # Another sub-district cannot cancel it: to them the job does not exist.
         assert login("pingxi_staff").post(f"/jobs/cancel/{run_id}").status_code == 404
@@ -388,7 +314,7 @@ def test_a_job_cancelled_while_queued_never_runs(
     flashed(login("pingqiao_admin"), f"/jobs/cancel/{run_id}")
     assert read_run(app, run_id)["state"] == CANCELLED
 
-    run_burst_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reports")
 
     run = read_run(app, run_id)
     assert run["state"] == CANCELLED, run
@@ -399,7 +325,7 @@ def test_a_finished_job_cannot_be_cancelled(
         app: Flask, stack: Stack, tmp_path: Path, login: Callable[..., FlaskClient],
         tenant_ids: dict[str, int], pingqiao_staff: int) -> None:
     run_id = enqueue_demo(app, tenant_ids["pingqiao"], pingqiao_staff, {"n": 2})
-    run_burst_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reports")
     assert read_run(app, run_id)["state"] == FINISHED
 
     page = flashed(login("pingqiao_staff"), f"/jobs/cancel/{run_id}")
@@ -434,7 +360,7 @@ def test_rerunning_a_cancelled_job_starts_a_new_job_with_the_same_kind_queue_and
     assert rerun["user_id"] == user_id(app, "pingqiao_admin")
     assert f"#{rerun['id']}" in page
 
-    run_burst_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reports")
     assert read_run(app, rerun["id"])["state"] == FINISHED
     assert read_run(app, rerun["id"])["counts"] == {"counted": 3}
     assert read_run(app, run_id)["state"] == CANCELLED
@@ -485,7 +411,7 @@ def test_a_transient_error_is_retried_and_the_job_then_finishes(
         pingqiao_staff: int) -> None:
     run_id = enqueue_demo(app, tenant_ids["pingqiao"], pingqiao_staff,
                           {"n": 6, "delay": 0.01, "fail_attempts": 1})
-    run_burst_worker(stack, tmp_path, env=FAST_RETRY)
+    run_burst_worker(stack, tmp_path, "reports", env=FAST_RETRY)
 
     run = read_run(app, run_id)
     assert run["state"] == FINISHED, run
@@ -499,7 +425,7 @@ def test_a_job_still_failing_after_its_retries_ends_failed_and_is_not_retried_la
         pingqiao_staff: int) -> None:
     run_id = enqueue_demo(app, tenant_ids["pingqiao"], pingqiao_staff,
                           {"n": 4, "delay": 0.01, "fail_attempts": 99})
-    run_burst_worker(stack, tmp_path, env=FAST_RETRY)
+    run_burst_worker(stack, tmp_path, "reports", env=FAST_RETRY)
 
     run = read_run(app, run_id)
     assert run["state"] == FAILED, run

@@ -10,9 +10,6 @@ from __future__ import annotations
 import io
 import random
 import string
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,23 +30,9 @@ from onemeter.reconcile.service import get_run, list_runs, plan_check, result_by
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.registry.plan import load_plan
 from onemeter.tenancy import TenantScope, use_scope
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import Stack
+from tests.support.worker import run_burst_worker
 from tests.test_import_jobs import read_row, tenant_scope, user_id
-
-WAIT = 180
-
-
-def run_worker(stack: Stack, tmp_path: Path) -> str:
-    """A burst worker on `reconcile` until the queue is empty; its log."""
-    log = tmp_path / f"reconcile-{uuid.uuid4().hex[:6]}.log"
-    env = stack.subprocess_env()
-    with open(log, "wb") as out:
-        proc = subprocess.run([sys.executable, "-m", "onemeter.cli", "worker", "--queue",
-                               "reconcile", "--burst"], env=env, cwd=ROOT, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=WAIT)
-    text = log.read_text(encoding="utf-8", errors="replace")
-    assert proc.returncode == 0, text[-6000:]
-    return text
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +133,7 @@ def test_an_account_list_is_reconciled_through_a_real_worker(
     s = seed_ledger(app, pingqiao, f"桂园小区{tag}")
     others = water_accounts(app, pingqiao) - 6
     run_id, job_id = upload(app, pingqiao, staff, account_list(s))
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reconcile")
     job = read_row(app, JobRun, job_id)
     assert job["state"] == FINISHED, job["error"]
     run = read_row(app, ReconcileRun, run_id)
@@ -201,7 +184,7 @@ def test_an_upload_through_the_page_starts_the_job(
         content_type="multipart/form-data")
     assert response.status_code == 302 and "/reconcile/show/" in response.location
     run_id = int(response.location.rstrip("/").rsplit("/", 1)[-1])
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reconcile")
     assert read_row(app, ReconcileRun, run_id)["counts"]["conflict"] == 2
     assert login("district").post("/reconcile/upload", data={"utility": "water"}
                                   ).status_code in (302, 403)
@@ -212,7 +195,7 @@ def test_a_hostile_file_fails_the_run_in_words(
     pingqiao = tenant_ids["pingqiao"]
     staff = user_id(app, "pingqiao_staff")
     run_id, job_id = upload(app, pingqiao, staff, "用户编号,表号\n1,2\n".encode(), "清单.xlsx")
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reconcile")
     assert read_row(app, JobRun, job_id)["counts"] == {"file_refused": 1}
     run = read_row(app, ReconcileRun, run_id)
     assert run["state"] == FAILED
@@ -280,7 +263,7 @@ def test_the_same_list_twice_is_one_run_and_a_cancelled_run_can_be_run_again(
     client.post(f"/reconcile/rerun/{run_id}")
     run = read_row(app, ReconcileRun, run_id)
     assert run["attempts"] == 2 and run["job_id"] != first_job
-    run_worker(stack, tmp_path)
+    run_burst_worker(stack, tmp_path, "reconcile")
     run = read_row(app, ReconcileRun, run_id)
     assert run["state"] == DONE and run["counts"]["conflict"] == 2
     assert read_row(app, JobRun, run["job_id"])["state"] == FINISHED
