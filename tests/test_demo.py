@@ -342,6 +342,11 @@ def test_developers_are_synthetic_valid_and_drive_the_tracing_path(
         assert "record_rectified" not in done
     assert any("refer_to_litigation" in steps[p.id] for p in gone)
     assert sum("request_tracing" in steps[p.id] for p in gone) > len(gone) / 2
+    # Plugins add their demo rows through onemeter_demo_loaded: every referred project of a
+    # sub-district enabling litigation (all four in tenants/*.toml) is filed under a case.
+    referred = {pid for pid, done in steps.items() if "refer_to_litigation" in done}
+    assert demo.report.rows["诉讼立卷项目"] == len(referred) > 0
+    assert "插件演示数据：" in "\n".join(demo.report.lines())
 
 
 def _tenants() -> list[DemoTenant]:

@@ -385,9 +385,17 @@ class DemoReport:
         out.append(f"  逾期项目 {self.overdue} 个；新增开发建设单位 "
                    f"{self.rows.get('developers', 0)} 家；共写入 {self.total_rows:,} 行，"
                    f"用时 {self.seconds:.1f} 秒")
+        plugin_rows = {k: v for k, v in self.rows.items() if k not in _CORE_ROWS}
+        if plugin_rows:
+            out.append("  插件演示数据：" + "；".join(f"{k} {v:,}" for k, v in plugin_rows.items()))
         for utility in self.skipped_utilities:
             out.append(f"  注意：没有启用 {utility} 的插件，方案中该项数字未载入")
         return out
+
+
+#: The keys of `DemoReport.rows` the core writes; the others come from plugins.
+_CORE_ROWS = ("developers", "communities", "households", "meter_accounts", "projects",
+              "events", "charges")
 
 
 # --- the plan's numbers -------------------------------------------------------------------
@@ -1268,6 +1276,23 @@ def _report_lines(data: DemoData, tenants: list[DemoTenant]) -> list[TenantLine]
     return lines
 
 
+def _plugin_demo_rows(session: Session, tenant_ids: list[int], seed: int,
+                      today: dt.date) -> dict[str, int]:
+    """Let each plugin add its demo rows (`onemeter_demo_loaded`); their counts by label."""
+    from flask import current_app
+
+    pm = current_app.extensions.get("onemeter_plugins")
+    if pm is None:
+        return {}
+    out: dict[str, int] = {}
+    with use_scope(TenantScope.all_read_only(), session):
+        for answer in pm.hook.onemeter_demo_loaded(session=session, tenant_ids=tenant_ids,
+                                                   seed=seed, today=today):
+            for label, count in (answer or {}).items():
+                out[label] = out.get(label, 0) + int(count)
+    return out
+
+
 def load_demo(session: Session, *, seed: int = DEFAULT_SEED, today: dt.date | None = None,
               scale: float = 1.0) -> DemoReport:
     """Load the demo district into `session` (the caller commits); idempotent.
@@ -1318,6 +1343,7 @@ def load_demo(session: Session, *, seed: int = DEFAULT_SEED, today: dt.date | No
             "meter_accounts": counts["om_meter_account"],
             "projects": counts["om_retrofit_project"], "events": counts["om_project_event"],
             "charges": counts["om_project_charge"]}
+    rows.update(_plugin_demo_rows(session, [t.id for t in tenants], seed, today))
     overdue = sum(1 for p in data.projects if is_overdue(p, today))
     return DemoReport(True, "演示数据已载入", seed, scale, today,
                       seconds=time.perf_counter() - started, rows=rows,

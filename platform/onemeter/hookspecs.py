@@ -165,6 +165,20 @@ def onemeter_rollup_metrics(tenant_ids: list[int], as_of: date) -> list[RollupMe
     """
 
 
+@hookspec
+def onemeter_demo_loaded(session: Any, tenant_ids: list[int], seed: int,
+                         today: date) -> dict[str, int] | None:
+    """The demo district was just written: called once by `onemeter demo load` (and so by
+    `make run`), after the core's demo rows, in the same transaction.
+
+    `session` is the loader's SQLAlchemy session; set a tenant's write scope
+    (`onemeter.tenancy.use_scope(TenantScope.tenant(id), session)`) before adding its rows
+    and seed only tenants that enable the plugin. Use `seed` for any randomness, so the same
+    seed gives the same data. Return {Chinese label: rows written} for the summary the
+    command prints, or None.
+    """
+
+
 def all_hook_names() -> list[str]:
     """Names of every hook, for docs and the contract tests."""
     return sorted(n for n, v in globals().items()

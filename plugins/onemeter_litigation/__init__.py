@@ -76,3 +76,18 @@ def onemeter_rollup_metrics(tenant_ids: list[int], as_of: dt.date) -> list[Rollu
                 ("litigation_overdue_cases", "逾期诉讼案件", "件", "overdue"),
                 ("litigation_amount_awarded", "诉讼判决金额", "元", "awarded"),
                 ("litigation_amount_recovered", "诉讼追回金额", "元", "recovered"))]
+
+
+@hookimpl
+def onemeter_demo_loaded(session: Any, tenant_ids: list[int], seed: int,
+                         today: dt.date) -> dict[str, int]:
+    """The demo's referred projects get their cases (the loader writes history directly)."""
+    from onemeter.tenancy import TenantScope, use_scope
+    from onemeter_litigation.service import file_earlier_referrals, tenant_enables
+
+    filed = 0
+    for tenant_id in tenant_ids:
+        if tenant_enables(session, tenant_id):
+            with use_scope(TenantScope.tenant(tenant_id), session):
+                filed += file_earlier_referrals(session, tenant_id)
+    return {"诉讼立卷项目": filed}
