@@ -471,3 +471,23 @@ def test_the_access_matrix_covers_the_funding_pages(app: Flask) -> None:
 
     names = {t.name for t in discover(app)}
     assert {"ProjectFundingView", "FundingPaymentView", "AwardAllocationView"} <= names
+
+
+def test_a_project_accepted_by_the_utility_queues_a_recomputation(
+        app: Flask, login: Callable[..., Any], tenant_ids: dict[str, int]) -> None:
+    tenant = tenant_ids["pingqiao"]
+    project_id, _ = funded_project(app, tenant, state="inspection_passed", reviewed="10.00")
+    runs = count(app, JobRun, JobRun.kind == "funding.recompute", JobRun.tenant_id == tenant)
+    response = login("water").post(f"/retrofit/step/{project_id}/accept",
+                                   data={"comment": "已接收"}, follow_redirects=True)
+    assert "现为「已接收统一管理」" in text(response)
+    assert read(app, RetrofitProject, project_id).state == "accepted"
+    assert count(app, JobRun, JobRun.kind == "funding.recompute",
+                 JobRun.tenant_id == tenant) == runs + 1
+    # A step that is not about acceptance queues nothing.
+    other, _ = funded_project(app, tenant, state="registered")
+    login("pingqiao_staff").post(f"/retrofit/step/{other}/request_inspection",
+                                 data={"comment": "已交付"})
+    assert read(app, RetrofitProject, other).state == "awaiting_inspection"
+    assert count(app, JobRun, JobRun.kind == "funding.recompute",
+                 JobRun.tenant_id == tenant) == runs + 1

@@ -35,6 +35,14 @@ def onemeter_register_views(registrar: Any) -> None:
 
 
 @hookimpl
+def onemeter_app_ready(app: Any) -> None:
+    """Queue a recomputation after any request that accepted a project (or undid it)."""
+    from onemeter_funding.triggers import install
+
+    install(app)
+
+
+@hookimpl
 def onemeter_job_kinds() -> dict[str, str]:
     return {"funding.recompute": "onemeter_funding.jobs:recompute"}
 
