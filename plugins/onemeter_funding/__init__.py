@@ -84,3 +84,23 @@ def onemeter_rollup_metrics(tenant_ids: list[int], as_of: dt.date) -> list[Rollu
     return [RollupMetric(code=code, label=label, unit="元", plugin="funding",
                          values={t: totals[t][key] for t in wanted})
             for key, code, label in figures]
+
+
+@hookimpl
+def onemeter_demo_loaded(session: Any, tenant_ids: list[int], seed: int,
+                         today: dt.date) -> dict[str, int]:
+    """Demo estimates, reviews, developers' payments and one award computation, in the
+    loader's transaction."""
+    import sqlalchemy as sa
+    from flask import current_app
+
+    from onemeter.tenancy import Tenant
+    from onemeter_funding.demo import seed as seed_funding
+
+    tenants = session.scalars(sa.select(Tenant).where(Tenant.id.in_(tenant_ids))
+                              .order_by(Tenant.id)).all()
+    counts = seed_funding(session, tenants,
+                          plugin_manager=current_app.extensions["onemeter_plugins"],
+                          today=today, seed=seed, commit=False)
+    return {"资金记录": counts["funding"], "资金到位": counts["payments"],
+            "奖补测算": counts["computations"]}

@@ -24,11 +24,13 @@ PER_HOUSEHOLD = Decimal("1450.00")
 
 
 def seed(session: Session, tenants: Iterable[Tenant], *, plugin_manager: Any = None,
-         today: dt.date | None = None, seed: int = 2021) -> dict[str, int]:
+         today: dt.date | None = None, seed: int = 2021, commit: bool = True
+         ) -> dict[str, int]:
     """Give every project of the tenants that enable funding an estimate, most accepted ones a
     fiscal review, developers' payments on some; then, with `plugin_manager`, grant 90 % of
     the cap and store one computation. Idempotent: projects with funding are left alone.
-    Commits. Returns counts (funding rows, payments, computations)."""
+    Commits unless `commit` is False (the demo loader's hook: its caller commits). Returns
+    counts (funding rows, payments, computations)."""
     rng = random.Random(seed)
     today = today or dt.date.today()
     counts = {"funding": 0, "payments": 0, "computations": 0}
@@ -66,7 +68,8 @@ def seed(session: Session, tenants: Iterable[Tenant], *, plugin_manager: Any = N
                         paid_on=dt.date(2022, 6, 30), document=f"进账单 {project.id:05d}"))
                     counts["payments"] += 1
             session.flush()
-    session.commit()
+    if commit:
+        session.commit()
     if plugin_manager is not None and counts["funding"]:
         with use_scope(TenantScope.all_read_only(), session):
             cap = preview(session, plugin_manager, today).cap
@@ -75,6 +78,9 @@ def seed(session: Session, tenants: Iterable[Tenant], *, plugin_manager: Any = N
         session.add(grant)
         session.flush()
         compute_and_store(session, plugin_manager, today, grant, trigger="演示数据")
-        session.commit()
+        if commit:
+            session.commit()
+        else:
+            session.flush()
         counts["computations"] = 1
     return counts
