@@ -1,4 +1,4 @@
-"""Utilities (供水, 供电, a plugin's gas …) as the plugins declare them: `UtilitySpec`.
+"""Utilities (供水, 供电, any plugin's …) as the plugins declare them: `UtilitySpec`.
 
 The core knows no utility by name: each utility plugin answers `onemeter_utilities` with its
 spec, and projects, meter accounts and charges look the spec up here by its code.
