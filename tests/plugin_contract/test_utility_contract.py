@@ -210,6 +210,19 @@ def test_a_sub_district_that_does_not_enable_the_plugin_sees_nothing_of_it(
     menus = [item for item in app.appbuilder.menu.get_list()
              for item in [item, *(item.childs or [])]
              if app.appbuilder.sm.om_view_plugin.get(item.name) == utility_plugin]
+    with app.app_context():
+        utilities = app.extensions["onemeter_utilities"].values()
+        others = {s.plugin for s in utilities} - {utility_plugin}
+        shared = {header_key(s) for table in (CORE_ALIASES, *(u.header_aliases for u in utilities
+                                                             if u.plugin != utility_plugin))
+                  for ss in table.values() for s in ss}
+        own_only = {header_key(s) for spec in specs for ss in spec.header_aliases.values()
+                    for s in ss} - shared
+        read = {header_key(s) for ss in import_aliases().values() for s in ss}
+        without = {header_key(s) for ss in import_aliases(plugins=others).values() for s in ss}
+        # Its own headings (燃气户号 …) are read only in the ledgers of sub-districts that
+        # enable it.
+        assert own_only and own_only <= read and own_only.isdisjoint(without)
     with enabled_only_by(app, utility_plugin, "pingqiao"):
         own, other = login("pingqiao_admin"), login("pingxi_admin")
         pages = {who: c.get("/reconcile/list/").get_data(as_text=True)
