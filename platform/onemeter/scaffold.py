@@ -263,10 +263,11 @@ def onemeter_rollup_metrics(tenant_ids: list[int], as_of: dt.date) -> list[Rollu
     if not ids:
         return []
     counts = dict.fromkeys(ids, 0)
-    counts.update(db.session.execute(
-        sa.select(MeterAccount.tenant_id, sa.func.count(MeterAccount.id))
-        .where(MeterAccount.tenant_id.in_(ids), MeterAccount.utility == SPEC.code)
-        .group_by(MeterAccount.tenant_id)).tuples())
+    for tenant_id, number in db.session.execute(
+            sa.select(MeterAccount.tenant_id, sa.func.count(MeterAccount.id))
+            .where(MeterAccount.tenant_id.in_(ids), MeterAccount.utility == SPEC.code)
+            .group_by(MeterAccount.tenant_id)):
+        counts[tenant_id] = number
     return [RollupMetric("${name}_accounts", "${label}户表", "户", counts)]
 '''
 
