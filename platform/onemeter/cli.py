@@ -198,15 +198,13 @@ def plugin_group() -> None:
 @click.option("--label", help="中文名称，如 供暖（默认与 NAME 相同）")
 @click.option("--company", help="公用事业单位，如 信阳热力公司（默认：中文名称加“公司”）")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="where to write onemeter_NAME/ (default: ./plugins if it exists, else .)")
+              default=Path("."), show_default=True, help="where to write onemeter_NAME/")
 def plugin_new(name: str, label: str | None, company: str | None,
-               directory: Path | None) -> None:
+               directory: Path) -> None:
     """Write a working utility plugin skeleton NAME (own pyproject, hooks, migration branch)
     that passes the plugin contract tests as generated."""
     from onemeter.scaffold import new_plugin
 
-    if directory is None:
-        directory = Path("plugins") if Path("plugins").is_dir() else Path(".")
     try:
         target = new_plugin(name, directory, label=label, company=company)
     except ValueError as exc:
