@@ -354,3 +354,41 @@ def test_the_gas_plugin_is_listed_with_its_version_and_the_sub_district_enabling
 def test_the_plugin_ships_its_readme_with_how_to_enable_it() -> None:
     text = (Path(ROOT) / "plugins" / "onemeter_gas" / "README.md").read_text()
     assert "tenants/<code>.toml" in text and "make contract PLUGIN=gas" in text
+
+
+def test_the_gas_company_takes_its_steps_of_the_procedure_and_nothing_else(
+        app: Flask, login: Callable, tenant_ids: dict[str, int]) -> None:
+    from onemeter.security import UTILITY_STAFF
+
+    tenant = tenant_ids["pingqiao"]
+    community, _, _ = new_community(app, tenant, 0)
+    with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        app.appbuilder.sm.add_user_checked(
+            f"gasco{uuid.uuid4().hex[:6]}", "燃气公司", "员工", f"{uuid.uuid4().hex[:8]}@test.local",
+            [UTILITY_STAFF], PASSWORD, utility_code="gas")
+        username = db.session.execute(sa.text(
+            "SELECT username FROM ab_user WHERE utility_code = 'gas' ORDER BY id DESC")
+        ).scalar()
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        project = RetrofitProject(tenant_id=tenant, community_id=community, utility="gas",
+                                  state="registered")
+        db.session.add(project)
+        db.session.commit()
+        pk = project.id
+    before = metrics(app, tenant_ids, dt.date.today())["gas_projects_accepted"].values[tenant]
+    admin, gasco, water = login("pingqiao_admin"), login(username), login("water")
+    admin.post(f"/retrofit/step/{pk}/request_inspection", data={"comment": "请燃气公司查验"})
+    # The water company does not see, let alone step on, a gas project.
+    assert water.post(f"/retrofit/step/{pk}/record_inspection_passed").status_code == 404
+    # The sub-district cannot take the gas company's step.
+    admin.post(f"/retrofit/step/{pk}/record_inspection_passed", data={"comment": "越权"})
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        assert db.session.get(RetrofitProject, pk).state == "awaiting_inspection"
+    shown = gasco.get(f"/retrofit/show/{pk}").get_data(as_text=True)
+    assert f'action="/retrofit/step/{pk}/record_inspection_passed"' in shown
+    gasco.post(f"/retrofit/step/{pk}/record_inspection_passed", data={"comment": "查验合格"})
+    gasco.post(f"/retrofit/step/{pk}/accept", data={"comment": "接收"})
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        assert db.session.get(RetrofitProject, pk).state == "accepted"
+    after = metrics(app, tenant_ids, dt.date.today())["gas_projects_accepted"].values[tenant]
+    assert after == before + 1
