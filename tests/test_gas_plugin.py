@@ -21,6 +21,7 @@ import openpyxl
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from setuptools import find_namespace_packages
 
 from onemeter.database import db
 from onemeter.imports.ledger import plan_households
@@ -65,7 +66,11 @@ def test_nothing_under_platform_names_gas() -> None:
 def test_gas_is_a_distribution_of_its_own_that_no_shipped_tenant_enables() -> None:
     main = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "gas" not in main["project"]["entry-points"]["onemeter.plugins"]
-    assert "onemeter_gas*" in main["tool"]["setuptools"]["packages"]["find"]["exclude"]
+    find = main["tool"]["setuptools"]["packages"]["find"]
+    packages = {p for where in find["where"] for p in find_namespace_packages(
+        where=str(ROOT / where), include=find["include"], exclude=find["exclude"])}
+    assert "onemeter" in packages and "onemeter_water" in packages
+    assert not {p for p in packages if p.startswith("onemeter_gas")}
     own = tomllib.loads((ROOT / "plugins" / "onemeter_gas" / "pyproject.toml").read_text())
     assert own["project"]["name"] == "onemeter-gas"
     assert own["project"]["entry-points"]["onemeter.plugins"] == {"gas": "onemeter_gas.plugin"}
