@@ -48,7 +48,8 @@ class GasSafetyInspectionView(TenantModelView):
     show_columns = list_columns
     add_columns = edit_columns = ["household", "inspected_on", "result", "inspector",
                                   "hazard", "rectify_by"]
-    search_columns = ["household", "inspected_on", "result", "inspector", "hazard"]
+    # Not "household": its filter would list every household of the sub-district in a drop-down.
+    search_columns = ["inspected_on", "result", "inspector", "hazard", "rectify_by"]
     order_columns = ["inspected_on", "rectify_by"]
     base_order = ("inspected_on", "desc")
     label_columns = {"household": "住户", "inspected_on": "安检日期", "result": "安检结果",
