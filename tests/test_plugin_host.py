@@ -44,7 +44,7 @@ def test_example_plugin_is_discovered_through_its_entry_point(app: Flask) -> Non
     assert found.get("electricity") == "onemeter_electricity"
 
     pm = app.extensions["onemeter_plugins"]
-    assert plugin_names(pm) == ["electricity", "example", "funding", "litigation", "water"]
+    assert plugin_names(pm) == ["electricity", "example", "funding", "gas", "litigation", "water"]
     assert pm.get_plugin("example") is importlib.import_module("onemeter_example.plugin")
     info = plugin_infos(pm)["example"]
     assert info.version == "0.1.0" and info.hook_api.split(".")[0] == HOOK_API_VERSION[0]

@@ -120,6 +120,26 @@ def test_a_utility_declared_twice_stops_start_up(stack: Any) -> None:
         create_app(stack.config(), extra_plugins={"copycat": Copycat()})
 
 
+def test_a_utility_whose_example_number_breaks_its_own_format_stops_start_up(stack: Any
+                                                                             ) -> None:
+    from dataclasses import replace
+
+    from onemeter.app import create_app
+    from onemeter.plugins import PluginInfo
+
+    class Sloppy:
+        @hookimpl
+        def onemeter_plugin_info(self) -> PluginInfo:
+            return PluginInfo(label="示例不符", version="0.1")
+
+        @hookimpl
+        def onemeter_utilities(self) -> list[UtilitySpec]:
+            return [replace(WATER, code="sloppy", account_example="12AB")]
+
+    with pytest.raises(PluginLoadError, match="插件 sloppy 的示例号码「12AB」不符合"):
+        create_app(stack.config(), extra_plugins={"sloppy": Sloppy()})
+
+
 # --- on the database ----------------------------------------------------------------------
 
 def new_project(app: Flask, tenant_id: int, utility: str, **fields: Any) -> int:

@@ -188,6 +188,32 @@ def docs_hooks() -> None:
     click.echo(hooks_markdown(), nl=False)
 
 
+@main.group("plugin")
+def plugin_group() -> None:
+    """Plugin development."""
+
+
+@plugin_group.command("new", with_appcontext=False)
+@click.argument("name")
+@click.option("--label", help="中文名称，如 供暖（默认与 NAME 相同）")
+@click.option("--company", help="公用事业单位，如 信阳热力公司（默认：中文名称加“公司”）")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("."), show_default=True, help="where to write onemeter_NAME/")
+def plugin_new(name: str, label: str | None, company: str | None,
+               directory: Path) -> None:
+    """Write a working utility plugin skeleton NAME (own pyproject, hooks, migration branch)
+    that passes the plugin contract tests as generated."""
+    from onemeter.scaffold import new_plugin
+
+    try:
+        target = new_plugin(name, directory, label=label, company=company)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"已生成插件骨架：{target}")
+    click.echo(f"下一步：pip install -e {target}，然后 make contract PLUGIN={name}；"
+               f"在 tenants/<code>.toml 的 plugins 和 utilities 中加入 \"{name}\" 即为该办事处启用")
+
+
 # --- audit ---------------------------------------------------------------------------------
 
 @main.group("audit")

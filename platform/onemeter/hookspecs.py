@@ -114,7 +114,7 @@ def onemeter_project_referred_to_litigation(project_id: int, tenant_id: int,
 
 @hookspec
 def onemeter_utilities() -> list[UtilitySpec]:
-    """The utilities the plugin brings (供水, 供电, 燃气 …): called once by `create_app()`.
+    """The utilities the plugin brings (供水, 供电, heating …): called once by `create_app()`.
 
     Return a list of `onemeter.utilities.UtilitySpec` (usually one): code, Chinese name,
     the company, account- and meter-number formats, the fees the plan cancelled, header

@@ -1,4 +1,4 @@
-"""Utilities (供水, 供电, a plugin's gas …) as the plugins declare them: `UtilitySpec`.
+"""Utilities (供水, 供电, any plugin's …) as the plugins declare them: `UtilitySpec`.
 
 The core knows no utility by name: each utility plugin answers `onemeter_utilities` with its
 spec, and projects, meter accounts and charges look the spec up here by its code.
@@ -29,7 +29,9 @@ class UtilitySpec:
     `fee_variants` maps one of them to other spellings seen in practice. The number patterns
     are full-match regular expressions; the hints say them in Chinese for error messages.
     `header_aliases` maps a ledger field (account_no, meter_no, rating, …) to the column
-    headings sub-districts use for it. `plugin` is filled in by the core.
+    headings sub-districts use for it. `account_example` / `meter_example` are a valid number
+    of each kind (optional): the plugin contract tests check the patterns accept them and
+    reject nonsense, and the scaffold shows them. `plugin` is filled in by the core.
     """
 
     code: str
@@ -49,6 +51,9 @@ class UtilitySpec:
     header_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Headers of the company's own account-list export (核对): field → spellings.
     account_list_aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: A valid account number and meter number (examples for tests and hints; optional).
+    account_example: str = ""
+    meter_example: str = ""
     plugin: str = ""
 
     def check_account_no(self, value: str | None) -> str | None:
@@ -115,6 +120,11 @@ def collect_utilities(pm: pluggy.PluginManager) -> dict[str, UtilitySpec]:
                     f"公用事业 {spec.code} 重复声明：{specs[spec.code].plugin} 与 {owner}")
             for pattern in (spec.account_pattern, spec.meter_pattern):
                 re.compile(pattern)
+            for example, pattern in ((spec.account_example, spec.account_pattern),
+                                     (spec.meter_example, spec.meter_pattern)):
+                if example and not re.fullmatch(pattern, example):
+                    raise PluginLoadError(
+                        f"插件 {owner} 的示例号码「{example}」不符合它自己的格式 {pattern}")
             specs[spec.code] = replace(spec, plugin=owner)
     return specs
 

@@ -236,10 +236,12 @@ class Matrix:
             db.session.commit()
             return pk
 
-    def run(self, username: str, own: int, other: int) -> None:
+    def run(self, username: str, own: int, other: int,
+            targets: list[Target] | None = None) -> None:
+        """Every verb on `targets` (default: every registered page and API) as `username`."""
         client = signed_in(self.app, username, PASSWORD)
         api_client = token_client(self.app, username, PASSWORD)
-        for target in discover(self.app):
+        for target in discover(self.app) if targets is None else targets:
             if target.kind == "view":
                 self._view(client, username, target, own, other)
             else:

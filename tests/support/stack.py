@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -27,8 +28,18 @@ PG_ADMIN_URL = os.environ.get("ONEMETER_TEST_PG_URL",
 REDIS_URL = os.environ.get("ONEMETER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "Test-password-1"
 EXAMPLE_SRC = ROOT / "tests" / "example_plugin"
-#: The plugins every test app and worker loads.
-TEST_PLUGINS = "example,water,electricity,funding,litigation"
+#: 燃气: a third party's plugin with a pyproject of its own, installed run-locally like the example.
+GAS_SRC = ROOT / "plugins" / "onemeter_gas"
+#: The plugins every test app and worker loads (ONEMETER_TEST_PLUGINS replaces the list;
+#: ONEMETER_CONTRACT_PLUGIN, the plugin `make contract` checks, is added to it).
+TEST_PLUGINS = os.environ.get("ONEMETER_TEST_PLUGINS") or \
+    "example,water,electricity,funding,litigation,gas"
+CONTRACT_PLUGIN = os.environ.get("ONEMETER_CONTRACT_PLUGIN", "").strip()
+if CONTRACT_PLUGIN and CONTRACT_PLUGIN not in TEST_PLUGINS.split(","):
+    TEST_PLUGINS = f"{TEST_PLUGINS},{CONTRACT_PLUGIN}"
+#: The shipped tenants/*.toml enable the built-in plugins; 平桥办事处 also enables these.
+PINGQIAO_ONLY = [p for p in TEST_PLUGINS.split(",")
+                 if p not in ("water", "electricity", "funding", "litigation")]
 
 
 def check_services() -> str | None:
@@ -50,30 +61,52 @@ def check_services() -> str | None:
     return None
 
 
-def install_example_plugin(target: Path) -> None:
-    """Make `onemeter_example` importable and discoverable through its entry point."""
-    meta = tomllib.loads((EXAMPLE_SRC / "pyproject.toml").read_text())["project"]
-    dist = target / f"onemeter_example-{meta['version']}.dist-info"
+def plugin_sources() -> list[Path]:
+    """Source folders (each with its pyproject.toml) of the plugins installed run-locally:
+    the example plugin, the gas plugin, and any named in ONEMETER_TEST_PLUGIN_SOURCES."""
+    extra = [Path(p) for p in os.environ.get("ONEMETER_TEST_PLUGIN_SOURCES", "").split(
+        os.pathsep) if p]
+    return [EXAMPLE_SRC, GAS_SRC, *extra]
+
+
+def plugin_entry_points(source: Path) -> dict[str, str]:
+    """The `onemeter.plugins` entry points a plugin's pyproject.toml declares."""
+    meta = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    return dict(meta.get("entry-points", {}).get("onemeter.plugins", {}))
+
+
+def install_local_plugin(source: Path, target: Path) -> None:
+    """Make a plugin importable and discoverable through its entry points, as `pip install`
+    would: a dist-info with METADATA and entry_points.txt in `target`, its source on the path."""
+    meta = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    dist_name = re.sub(r"[-_.]+", "_", meta["name"]).lower()
+    dist = target / f"{dist_name}-{meta['version']}.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
     lines = ["[onemeter.plugins]"] + [
-        f"{k} = {v}" for k, v in meta["entry-points"]["onemeter.plugins"].items()]
+        f"{k} = {v}" for k, v in plugin_entry_points(source).items()]
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    (target / "onemeter_example.pth").write_text(str(EXAMPLE_SRC) + "\n")
-    for path in (str(target), str(EXAMPLE_SRC)):
+    (target / f"{dist_name}.pth").write_text(str(source) + "\n")
+    for path in (str(target), str(source)):
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+def install_example_plugin(target: Path) -> None:
+    """Make `onemeter_example` importable and discoverable through its entry point."""
+    install_local_plugin(EXAMPLE_SRC, target)
 
 
 _SITE: list[Path] = []
 
 
 def example_plugin_site() -> Path:
-    """Install the example plugin once per process (before test modules import it)."""
+    """Install the run-local plugins once per process (before test modules import them)."""
     if not _SITE:
         site = Path(tempfile.mkdtemp(prefix="onemeter-site-"))
-        install_example_plugin(site)
+        for source in plugin_sources():
+            install_local_plugin(source, site)
         atexit.register(shutil.rmtree, site, True)
         _SITE.append(site)
     return _SITE[0]
@@ -124,19 +157,33 @@ class Stack:
             "ONEMETER_VAR_DIR": str(self.work / "var"),
             "ONEMETER_UPLOAD_DIR": str(self.work / "uploads"),
             "ONEMETER_PLUGINS": TEST_PLUGINS,
-            "PYTHONPATH": os.pathsep.join([str(self.plugin_dir), str(EXAMPLE_SRC),
+            "PYTHONPATH": os.pathsep.join([str(self.plugin_dir),
+                                           *(str(s) for s in plugin_sources()),
                                            env.get("PYTHONPATH", "")]),
         })
         return env
 
 
+def pingqiao_utilities() -> list[str]:
+    """Codes of the utilities the plugins only 平桥办事处 enables declare (gas …)."""
+    from onemeter.plugins import build_plugin_manager
+    from onemeter.utilities import collect_utilities
+
+    specs = collect_utilities(build_plugin_manager(only=PINGQIAO_ONLY))
+    return sorted(code for code, spec in specs.items() if spec.plugin in PINGQIAO_ONLY)
+
+
 def write_test_tenants(target: Path) -> None:
-    """The plan's four sub-districts; only 平桥办事处 enables the example plugin."""
+    """The plan's four sub-districts; only 平桥办事处 enables the plugins the shipped TOMLs do
+    not list (example, gas, a plugin under contract test) and their utilities."""
     target.mkdir(parents=True, exist_ok=True)
+    plugins = "".join(f'"{p}", ' for p in PINGQIAO_ONLY)
+    utilities = "".join(f'"{u}", ' for u in pingqiao_utilities())
     for source in sorted((ROOT / "tenants").glob("*.toml")):
         text = source.read_text(encoding="utf-8")
         if source.stem == "pingqiao":
-            text = text.replace('plugins = [', 'plugins = ["example", ', 1)
+            text = text.replace('plugins = [', f'plugins = [{plugins}', 1)
+            text = text.replace('utilities = [', f'utilities = [{utilities}', 1)
         (target / source.name).write_text(text, encoding="utf-8")
 
 

@@ -41,7 +41,7 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,11 +198,15 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def import_aliases(overrides: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
-    """The header spellings: the core's, every utility plugin's, and the clerk's choices
-    (`overrides` field → header text moves that text to the field)."""
+def import_aliases(overrides: Mapping[str, Any] | None = None,
+                   plugins: Collection[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """The header spellings: the core's, the utility plugins' (only those of `plugins`, the
+    sub-district's enabled ones, when given: a utility it does not enable is not read into
+    its ledger), and the clerk's choices (`overrides` field → header text moves that text
+    to the field)."""
     aliases = merge_aliases(CORE_ALIASES, *(spec.header_aliases
-                                            for spec in utilities().values()))
+                                            for spec in utilities().values()
+                                            if plugins is None or spec.plugin in plugins))
     for target_field, target in (overrides or {}).items():
         if not isinstance(target, str) or not target.strip():
             continue
@@ -312,7 +316,9 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     report = progress or _noop
     overrides = check_overrides(mapping_overrides)
     raw = raw_sheet
-    header = locate_header(raw.rows, import_aliases(overrides), merged=raw.merged,
+    tenant = session.get(Tenant, tenant_id)
+    enabled = set(tenant.plugins or []) if tenant is not None else set()
+    header = locate_header(raw.rows, import_aliases(overrides, enabled), merged=raw.merged,
                            hidden=raw.hidden_columns)
     data_width = max((len(r) for r in raw.rows[header.data_start:]), default=0)
     width = max(data_width, max(header.columns.values(), default=-1) + 1)
