@@ -1,0 +1,74 @@
+"""The rollups' summary table: meter accounts counted per community × utility × status.
+
+On PostgreSQL, statement-level triggers on 户表 and 住户 keep it equal to the base rows under
+concurrent edits (see migration 0006_district); SQLite, the small embedded default, reads the
+base rows instead. `rebuild_account_counts` recomputes it from scratch (bulk loads, repairs).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from onemeter.database import Model
+from onemeter.tenancy import TenantScoped, tenant_reference
+
+
+class RollupAccountCount(TenantScoped, Model):
+    """How many meter accounts of a community × utility are in one status, opted out or not.
+
+    Maintained by the database (PostgreSQL triggers), never written by the application.
+    `n` may reach 0 and stay; rows go with their community (cascade).
+    """
+
+    __tablename__ = "om_rollup_account_count"
+    __tenant_table_args__ = (
+        tenant_reference("community_id", "om_community", ondelete="CASCADE"),
+        sa.UniqueConstraint("tenant_id", "community_id", "utility", "status", "opted_out",
+                            name="uq_om_rollup_account_count_bucket"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    community_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    status: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    opted_out: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
+    n: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+
+
+_REBUILD_TENANT = """
+INSERT INTO om_rollup_account_count (tenant_id, community_id, utility, status, opted_out, n)
+SELECT a.tenant_id, h.community_id, a.utility, a.status, h.opted_out, count(*)
+FROM om_meter_account a
+JOIN om_household h ON h.tenant_id = a.tenant_id AND h.id = a.household_id
+WHERE a.tenant_id = %(tenant)s
+GROUP BY a.tenant_id, h.community_id, a.utility, a.status, h.opted_out
+"""
+
+
+def rebuild_account_counts(connection: sa.Connection) -> int:
+    """Recompute the summary table from 户表 and 住户, tenant by tenant (PostgreSQL only).
+
+    For bulk loads that bypass the triggers and for repairs. Runs in the caller's
+    transaction with each tenant as write scope in turn (row-level security), then restores
+    the settings the caller had. Returns the number of summary rows written.
+    """
+    if connection.dialect.name != "postgresql":
+        return 0
+    saved = connection.exec_driver_sql(
+        "SELECT current_setting('app.all_tenants', true),"
+        " current_setting('app.write_tenant_id', true)").one()
+    connection.exec_driver_sql("SELECT set_config('app.all_tenants', 'on', true)")
+    written = 0
+    tenants = [t for (t,) in connection.exec_driver_sql("SELECT id FROM om_tenant ORDER BY id")]
+    for tenant in tenants:
+        connection.exec_driver_sql("SELECT set_config('app.write_tenant_id', %(t)s, true)",
+                                   {"t": str(tenant)})
+        connection.exec_driver_sql("DELETE FROM om_rollup_account_count WHERE tenant_id = %(t)s",
+                                   {"t": tenant})
+        written += connection.exec_driver_sql(_REBUILD_TENANT, {"tenant": tenant}).rowcount
+    connection.exec_driver_sql(
+        "SELECT set_config('app.all_tenants', %(a)s, true),"
+        " set_config('app.write_tenant_id', %(w)s, true)",
+        {"a": saved[0] or "", "w": saved[1] or ""})
+    return written

@@ -1,0 +1,246 @@
+"""区领导小组办公室 pages: 汇总 (rollups, plugin figures, charts, drill-down), 逾期与倒排工期,
+考核排名. Registered through the core's `onemeter_register_views` (DEFAULT_PLUGINS).
+
+Who sees what: the district viewer and the platform admin read every sub-district; a
+sub-district's admin and staff read their own sub-district's rollup and overdue list (no
+ranking: it compares sub-districts); utility staff read their own utility across
+sub-districts (no plugin figures, no ranking); finance has no page here (funding only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from flask import abort, current_app, request
+from flask_appbuilder import BaseView, expose, has_access
+from flask_appbuilder.security.decorators import permission_name
+
+from onemeter.district import service
+from onemeter.district.models import RollupAccountCount  # noqa: F401 - the table's model
+from onemeter.formatting import count, local_date, money, percent
+from onemeter.plugins import RollupMetric, hookimpl
+from onemeter.registry.categories import CATEGORIES, category_label
+from onemeter.registry.models import Community
+from onemeter.retrofit.procedure import state_label
+from onemeter.retrofit.progress import tenant_options
+from onemeter.retrofit.service import beijing_today
+from onemeter.security import (
+    DISTRICT_VIEWER,
+    PLATFORM_ADMIN,
+    TENANT_ADMIN,
+    TENANT_STAFF,
+    UTILITY_STAFF,
+)
+from onemeter.tenancy import current_scope
+from onemeter.utilities import utility_choices
+
+CATEGORY = "区领导小组办公室"
+_READERS = (TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF, DISTRICT_VIEWER, PLATFORM_ADMIN)
+
+
+def _today() -> dt.date:
+    """Beijing today; `?as_of=YYYY-MM-DD` looks at another day (figures as of then)."""
+    wanted = request.args.get("as_of", "")
+    try:
+        return dt.date.fromisoformat(wanted) if wanted else beijing_today()
+    except ValueError:
+        abort(400, description="日期格式应为 年-月-日，如 2022-06-30")
+
+
+def plugin_metrics(tenant_ids: list[int], as_of: dt.date) -> list[RollupMetric]:
+    """The plugins' figures (`onemeter_rollup_metrics`) for the readable tenants only.
+
+    Called under the request's own scope: a sub-district's user gets its own figures, even
+    from a plugin that would report more. Utility staff get none (they are not utility
+    figures).
+    """
+    if current_scope().utility is not None or not tenant_ids:
+        return []
+    pm = current_app.extensions["onemeter_plugins"]
+    wanted = set(tenant_ids)
+    metrics = []
+    for answer in pm.hook.onemeter_rollup_metrics(tenant_ids=list(tenant_ids), as_of=as_of):
+        for metric in answer or []:
+            values = {t: v for t, v in metric.values.items() if t in wanted}
+            metrics.append(RollupMetric(metric.code, metric.label, metric.unit, values,
+                                        metric.plugin))
+    return metrics
+
+
+def metric_value(metric: RollupMetric, value: Any) -> str:
+    """A plugin figure shown the local way: money in 元 with two decimals, counts with unit."""
+    if value is None:
+        return "—"
+    if metric.unit == "元":
+        return money(value)
+    return f"{count(value) if isinstance(value, int) else value} {metric.unit}"
+
+
+def _helpers() -> dict[str, Any]:
+    return {"count": count, "percent": percent, "local_date": local_date, "money": money,
+            "category_label": category_label, "state_label": state_label,
+            "metric_value": metric_value, "time_elapsed": service.time_elapsed}
+
+
+class DistrictRollupView(BaseView):
+    """汇总: sub-district × utility × phase × category against the plan, with charts."""
+
+    route_base = "/district"
+    default_view = "index"
+    om_roles = {role: ("can_list",) for role in _READERS}
+    base_permissions = ["can_list"]
+
+    def _utilities(self) -> dict[str, str]:
+        return dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
+
+    @expose("/")
+    @has_access
+    @permission_name("list")
+    def index(self) -> Any:
+        """The district (or the user's own sub-district): tables, plugin figures, charts."""
+        today = _today()
+        session = self.appbuilder.session
+        tenants = tenant_options(session)
+        data = service.dashboard(session, self._utilities(), tenants, today)
+        metrics = plugin_metrics([t for t, _ in tenants], today)
+        charts = self._charts(data)
+        return self.render_template(
+            "onemeter/district_rollup.html", title="一户一表改造汇总", data=data,
+            metrics=metrics, charts=json.dumps(charts, ensure_ascii=False),
+            today=today, **_helpers())
+
+    @staticmethod
+    def _charts(data: service.Dashboard) -> dict[str, Any]:
+        names = dict(data.tenants)
+        per_category = service.totals(data.cells, lambda k: k.category)
+        planned: dict[str | None, int] = {}
+        for (utility, _phase, category), plan in data.plan.items():
+            if utility in data.utilities:
+                planned[category] = planned.get(category, 0) + plan.households
+        categories = [c for c in (*CATEGORIES, None) if c in per_category or c in planned]
+        return {
+            "monthly": service.monthly_acceptances(data.events, data.today, data.utilities),
+            "utilities": data.utilities,
+            "tenants": {
+                "names": [names[t] for t, _ in data.tenants],
+                "done": [data.per_tenant.get(t, service.Figures()).done for t, _ in data.tenants],
+                "remaining": [max(f.denominator - f.done, 0) for f in
+                              (data.per_tenant.get(t, service.Figures()) for t, _ in data.tenants)],
+                "opted_out": [data.per_tenant.get(t, service.Figures()).opted_out
+                              for t, _ in data.tenants],
+            },
+            "categories": {
+                "names": [category_label(c) for c in categories],
+                "planned": [planned.get(c, 0) for c in categories],
+                "done": [per_category.get(c, service.Figures()).done for c in categories],
+            },
+        }
+
+    @expose("/subdistrict/<int:tenant_id>")
+    @has_access
+    @permission_name("list")
+    def subdistrict(self, tenant_id: int) -> Any:
+        """One sub-district, community by community, with links to its pages (drill-down)."""
+        session = self.appbuilder.session
+        tenants = dict(tenant_options(session))
+        if tenant_id not in tenants or not current_scope().can_read(tenant_id):
+            abort(404)
+        today = _today()
+        utilities = self._utilities()
+        codes = service.allowed_utilities(utilities)
+        cells = service.rollup(session, utilities, tenant_id=tenant_id)
+        by_community = service.rollup(session, utilities, tenant_id=tenant_id,
+                                      by_community=True)
+        communities = {c.id: c for c in session.query(Community).filter(
+            Community.tenant_id == tenant_id).order_by(Community.name)}
+        lines = sorted(((communities[cid], utility, figures)
+                        for (cid, utility), figures in by_community.items()
+                        if cid in communities),
+                       key=lambda x: (x[0].phase_year or 9999, x[0].name, codes.index(x[1])
+                                      if x[1] in codes else 99))
+        rows = service.district_rows(cells, {}, codes)
+        sm = self.appbuilder.sm
+        links = {"community": sm.has_access("can_show", "CommunityView"),
+                 "households": sm.has_access("can_list", "HouseholdView"),
+                 "progress": sm.has_access("can_list", "ProgressView")}
+        return self.render_template(
+            "onemeter/district_subdistrict.html", title=f"{tenants[tenant_id]} 改造汇总",
+            tenant_id=tenant_id, tenant_name=tenants[tenant_id], rows=rows, lines=lines,
+            utilities={c: utilities[c] for c in codes}, links=links, today=today,
+            total=service.totals(cells, lambda k: 0).get(0, service.Figures()), **_helpers())
+
+
+class DistrictOverdueView(BaseView):
+    """逾期与倒排工期: every item past its deadline, and each phase's needed vs achieved pace."""
+
+    route_base = "/district/overdue"
+    default_view = "index"
+    om_roles = {role: ("can_list",) for role in _READERS}
+    base_permissions = ["can_list"]
+
+    #: At most this many items are listed (the counts by sub-district and unit cover all).
+    LIMIT = 500
+
+    @expose("/")
+    @has_access
+    @permission_name("list")
+    def index(self) -> Any:
+        today = _today()
+        session = self.appbuilder.session
+        utilities = dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
+        codes = service.allowed_utilities(utilities)
+        items = service.overdue_items(session, today, codes)
+        by_tenant: dict[str, int] = {}
+        by_unit: dict[str, int] = {}
+        for item in items:
+            by_tenant[item.tenant_name] = by_tenant.get(item.tenant_name, 0) + 1
+            unit = item.responsible.split("（")[0]
+            by_unit[unit] = by_unit.get(unit, 0) + 1
+        cells = service.rollup(session, codes)
+        schedule = service.backward_schedule(session, cells, service.plan_targets(session),
+                                             codes, today)
+        return self.render_template(
+            "onemeter/district_overdue.html", title="逾期事项与倒排工期", items=items[:self.LIMIT],
+            total=len(items), limit=self.LIMIT,
+            by_tenant=sorted(by_tenant.items(), key=lambda x: (-x[1], x[0])),
+            by_unit=sorted(by_unit.items(), key=lambda x: (-x[1], x[0])),
+            schedule=schedule, utilities={c: utilities[c] for c in codes}, today=today,
+            **_helpers())
+
+
+class DistrictRankingView(BaseView):
+    """考核排名: sub-districts by the assessment score, its formula shown on the page."""
+
+    route_base = "/district/ranking"
+    default_view = "index"
+    om_roles = {DISTRICT_VIEWER: ("can_list",), PLATFORM_ADMIN: ("can_list",)}
+    base_permissions = ["can_list"]
+
+    @expose("/")
+    @has_access
+    @permission_name("list")
+    def index(self) -> Any:
+        today = _today()
+        session = self.appbuilder.session
+        utilities = dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
+        codes = service.allowed_utilities(utilities)
+        cells = service.rollup(session, codes)
+        items = service.overdue_items(session, today, codes)
+        since = today - dt.timedelta(days=60)
+        events = service.accepted_events(session, codes, since=since)
+        ranking = service.rankings(session, cells, items, events, tenant_options(session),
+                                   today)
+        return self.render_template(
+            "onemeter/district_ranking.html", title="年度目标考核排名", ranking=ranking,
+            formula=service.SCORE_FORMULA, today=today, **_helpers())
+
+
+@hookimpl
+def onemeter_register_views(registrar: Any) -> None:
+    registrar.add_view(DistrictRollupView, "改造汇总", category=CATEGORY, icon="fa-bar-chart",
+                       category_icon="fa-flag-checkered")
+    registrar.add_view(DistrictOverdueView, "逾期与倒排工期", category=CATEGORY,
+                       icon="fa-clock-o")
+    registrar.add_view(DistrictRankingView, "考核排名", category=CATEGORY, icon="fa-trophy")
