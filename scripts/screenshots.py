@@ -28,7 +28,12 @@ SHOTS = [
     ("district-home", "district", "/"),
     ("district-progress", "district", "/retrofit/progress/"),
     ("admin-tenants", "admin", "/tenants/list/"),
+    ("district-dashboard", "district", "/district/"),
+    ("district-overdue", "district", "/district/overdue/"),
+    ("district-ranking", "district", "/district/ranking/"),
 ]
+#: Pages shot whole, not only the first screen (the dashboard's charts are below its tables).
+FULL_PAGE = {"district-dashboard", "district-overdue"}
 
 
 def main() -> None:
@@ -65,7 +70,7 @@ def main() -> None:
             if path.endswith("?open-awaiting"):  # a project waiting for the utility's inspection
                 page.click("table.om-progress a:has-text('待专营单位查验')")
                 page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project"))
+            page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project") or name in FULL_PAGE)
             page.close()
         for context in contexts.values():
             context.close()

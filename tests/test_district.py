@@ -393,9 +393,10 @@ def test_assessment_score_follows_the_formula_shown_on_the_page(
         login: Callable[..., Any]) -> None:
     figures = Figures(communities=10, accepted=5, households=110, opted_out=10, installed=60,
                       active=20)
-    # 80/100 × 60 + 5/10 × 40 − 3 × 2 = 48 + 20 − 6
-    assert service.assessment_score(figures, overdue=3) == Decimal("62.0")
-    assert service.assessment_score(figures, overdue=50) == Decimal("0.0")
+    # 80/100 × 50 + 5/10 × 30 + (1 − 3/10) × 20 = 40 + 15 + 14
+    assert service.assessment_score(figures, overdue=3) == Decimal("69.0")
+    assert service.assessment_score(figures, overdue=0) == Decimal("75.0")
+    assert service.assessment_score(Figures(), overdue=0) == Decimal("0.0")
     page = login("district").get("/district/ranking/").get_data(as_text=True)
     assert service.SCORE_FORMULA in page
     ranks = [int(x.split("</td>")[0]) for x in page.split('<tr><td>')[1:]]
@@ -412,7 +413,8 @@ def test_rankings_order_by_score_then_name_and_count_trends(app: Flask) -> None:
     events = [(at, 2, "water", 2021, None), (dt.datetime(2022, 5, 20), 2, "water", 2021, None)]
     ranked = service.rankings(None, cells, [], events, [(1, "乙"), (2, "甲"), (3, "丙")], today)
     assert [r.tenant_name for r in ranked] == ["乙", "甲", "丙"]
-    assert ranked[0].score == Decimal("100.0") and ranked[2].score == Decimal("0.0")
+    assert ranked[0].score == Decimal("100.0") and ranked[1].score == Decimal("60.0")
+    assert ranked[2].score == Decimal("0.0")
     assert (ranked[1].accepted_last_30, ranked[1].accepted_prior_30, ranked[1].trend) == (1, 1, 0)
 
 

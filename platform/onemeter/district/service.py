@@ -439,9 +439,10 @@ def backward_schedule(session: Session, cells: dict[RollupKey, Figures],
 # --- rankings for the annual assessment ---------------------------------------------------
 
 #: The assessment formula, shown on the page as written here.
-SCORE_FORMULA = ("得分 = 户完成率 × 60 + 小区接收率 × 40 − 逾期事项数 × 2（最低 0 分）；"
+SCORE_FORMULA = ("得分 = 户完成率 × 50 + 小区接收率 × 30 + （1 − 逾期率）× 20（满分 100）；"
                  "户完成率 = 已完成户数 ÷（摸底户数 − 自愿不改造户数），"
-                 "小区接收率 = 已接收小区数 ÷ 改造项目数（按小区 × 公用事业计）")
+                 "小区接收率 = 已接收小区数 ÷ 改造项目数，"
+                 "逾期率 = 逾期事项数 ÷ 改造项目数（改造项目按小区 × 公用事业计）")
 
 
 @dataclass(frozen=True)
@@ -464,11 +465,18 @@ class Ranking:
 
 
 def assessment_score(figures: Figures, overdue: int) -> D:
-    """The formula of SCORE_FORMULA, in Decimal, one decimal place, half up."""
+    """The formula of SCORE_FORMULA, in Decimal, one decimal place, half up.
+
+    Overdue items weigh as a share of the projects, so a large sub-district is not
+    punished for its size; with no project at all the score is 0.
+    """
+    if not figures.communities:
+        return D("0.0")
     households = D(figures.done) / figures.denominator if figures.denominator else D(0)
-    communities = D(figures.accepted) / figures.communities if figures.communities else D(0)
-    score = households * 60 + communities * 40 - 2 * overdue
-    return max(score, D(0)).quantize(D("0.1"), decimal.ROUND_HALF_UP)
+    communities = D(figures.accepted) / figures.communities
+    late = min(D(overdue) / figures.communities, D(1))
+    score = households * 50 + communities * 30 + (1 - late) * 20
+    return score.quantize(D("0.1"), decimal.ROUND_HALF_UP)
 
 
 def rankings(session: Session, cells: dict[RollupKey, Figures], overdue: list[OverdueItem],

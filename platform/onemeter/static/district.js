@@ -20,14 +20,14 @@
     monthly.push({ name: label + "（累计）", type: "line", yAxisIndex: 1, data: data.monthly.series[code].cumulated });
   });
   chart("om-chart-monthly", {
-    legend: {}, grid: { left: 50, right: 50, bottom: 30 },
+    legend: { top: 0 }, grid: { left: 50, right: 50, top: 50, bottom: 30 },
     xAxis: { type: "category", data: data.monthly.months },
     yAxis: [{ type: "value", name: "当月（个）" }, { type: "value", name: "累计（个）" }],
     series: monthly
   });
   chart("om-chart-tenants", {
-    legend: {}, grid: { left: 70, right: 20, bottom: 30 },
-    xAxis: { type: "category", data: data.tenants.names },
+    legend: { top: 0 }, grid: { left: 70, right: 20, top: 50, bottom: 30 },
+    xAxis: { type: "category", data: data.tenants.names, axisLabel: { interval: 0 } },
     yAxis: { type: "value", name: "户" },
     series: [
       { name: "已完成", type: "bar", stack: "h", data: data.tenants.done },
@@ -36,7 +36,7 @@
     ]
   });
   chart("om-chart-categories", {
-    legend: {}, grid: { left: 70, right: 20, bottom: 60 },
+    legend: { top: 0 }, grid: { left: 70, right: 20, top: 50, bottom: 80 },
     xAxis: { type: "category", data: data.categories.names, axisLabel: { interval: 0, rotate: 20 } },
     yAxis: { type: "value", name: "户" },
     series: [
