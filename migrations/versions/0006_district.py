@@ -1,4 +1,4 @@
-"""district rollups: meter accounts counted per community × utility × status, kept by triggers
+"""district rollups: meter accounts counted per community × utility by status, kept by triggers
 
 Revision ID: 0006_district
 Revises: 0005_reconcile
@@ -19,47 +19,56 @@ TENANT_TABLES = ('om_rollup_account_count',)
 
 # Statement-level triggers with transition tables: one grouped upsert per statement, so a
 # COPY or an import of 100k rows costs one aggregate, not 100k trigger calls. The delta
-# upsert (n = n + excluded.n) is atomic under concurrent writers; the account triggers first
-# lock the households they read (FOR SHARE; the foreign key's KEY SHARE does not conflict
-# with an opt-out) so an opt-out committed meanwhile is seen, and the household trigger
-# reads the accounts as committed when its lock was granted.
-_UPSERT = """
-    INSERT INTO om_rollup_account_count AS c
-        (tenant_id, community_id, utility, status, opted_out, n)
-    SELECT tenant_id, community_id, utility, status, opted_out, sum(d) FROM ({rows}) x
-    GROUP BY tenant_id, community_id, utility, status, opted_out
-    HAVING sum(d) <> 0
-    ORDER BY tenant_id, community_id, utility, status, opted_out
-    ON CONFLICT (tenant_id, community_id, utility, status, opted_out)
-    DO UPDATE SET n = c.n + EXCLUDED.n;
-"""
-_ACCOUNT_ROWS = ("SELECT a.tenant_id, h.community_id, a.utility, a.status, h.opted_out,"
-                 " {sign} AS d FROM {table} a JOIN om_household h"
+# upsert (column = column + excluded.column) is atomic under concurrent writers; the account
+# triggers first lock the households they read (FOR SHARE; the foreign key's KEY SHARE does
+# not conflict with an opt-out) so an opt-out committed meanwhile is seen, and the household
+# trigger reads the accounts as committed when its lock was granted.
+# The SQL is written out here, not imported: a migration must not change with later code.
+COLUMNS = ("accounts", "opted_out", "surveyed", "installed", "active", "closed")
+
+
+def _contributions(opted: str, sign: str) -> str:
+    """How one account adds to each count column, its household's opt-out being `opted`."""
+    status = "CASE WHEN NOT {o} AND a.status = '{s}' THEN {n} ELSE 0 END"
+    return ", ".join([
+        f"{sign} AS accounts", f"CASE WHEN {opted} THEN {sign} ELSE 0 END AS opted_out",
+        *(status.format(o=opted, s=s, n=sign) + f" AS {s}"
+          for s in ("surveyed", "installed", "active", "closed"))])
+
+
+_UPSERT = ("INSERT INTO om_rollup_account_count AS c (tenant_id, community_id, utility, "
+           + ", ".join(COLUMNS) + ") SELECT tenant_id, community_id, utility, "
+           + ", ".join(f"sum({c})" for c in COLUMNS) + " FROM ({rows}) x"
+           " GROUP BY tenant_id, community_id, utility"
+           " ORDER BY tenant_id, community_id, utility"
+           " ON CONFLICT (tenant_id, community_id, utility) DO UPDATE SET "
+           + ", ".join(f"{c} = c.{c} + EXCLUDED.{c}" for c in COLUMNS) + ";")
+_ACCOUNT_ROWS = ("SELECT a.tenant_id, h.community_id, a.utility, {contributions}"
+                 " FROM {table} a JOIN om_household h"
                  " ON h.tenant_id = a.tenant_id AND h.id = a.household_id")
 _LOCK = ("PERFORM 1 FROM om_household h JOIN {table} a"
          " ON h.tenant_id = a.tenant_id AND h.id = a.household_id"
-         " ORDER BY h.tenant_id, h.id FOR SHARE OF h;")
+         " ORDER BY h.tenant_id, h.id FOR SHARE OF h;\n")
+_MOVED = (" FROM old_rows o JOIN new_rows nw ON nw.tenant_id = o.tenant_id AND nw.id = o.id"
+          " JOIN om_meter_account a ON a.tenant_id = nw.tenant_id AND a.household_id = nw.id"
+          " WHERE o.community_id <> nw.community_id OR o.opted_out <> nw.opted_out")
 _HOUSEHOLD_ROWS = (
-    "SELECT a.tenant_id, o.community_id, a.utility, a.status, o.opted_out, -count(*) AS d"
-    " FROM old_rows o JOIN new_rows nw ON nw.tenant_id = o.tenant_id AND nw.id = o.id"
-    " JOIN om_meter_account a ON a.tenant_id = nw.tenant_id AND a.household_id = nw.id"
-    " WHERE o.community_id <> nw.community_id OR o.opted_out <> nw.opted_out"
-    " GROUP BY 1, 2, 3, 4, 5"
-    " UNION ALL"
-    " SELECT a.tenant_id, nw.community_id, a.utility, a.status, nw.opted_out, count(*)"
-    " FROM old_rows o JOIN new_rows nw ON nw.tenant_id = o.tenant_id AND nw.id = o.id"
-    " JOIN om_meter_account a ON a.tenant_id = nw.tenant_id AND a.household_id = nw.id"
-    " WHERE o.community_id <> nw.community_id OR o.opted_out <> nw.opted_out"
-    " GROUP BY 1, 2, 3, 4, 5")
+    "SELECT a.tenant_id, o.community_id, a.utility, " + _contributions("o.opted_out", "-1")
+    + _MOVED + " UNION ALL SELECT a.tenant_id, nw.community_id, a.utility, "
+    + _contributions("nw.opted_out", "1") + _MOVED)
+
+
+def _account_rows(table: str, sign: str) -> str:
+    return _ACCOUNT_ROWS.format(table=table, contributions=_contributions("h.opted_out", sign))
+
 
 FUNCTIONS = {
-    "om_rollup_account_insert": _LOCK.format(table="new_rows") + _UPSERT.format(
-        rows=_ACCOUNT_ROWS.format(sign=1, table="new_rows")),
-    "om_rollup_account_delete": _LOCK.format(table="old_rows") + _UPSERT.format(
-        rows=_ACCOUNT_ROWS.format(sign=-1, table="old_rows")),
+    "om_rollup_account_insert": _LOCK.format(table="new_rows")
+    + _UPSERT.format(rows=_account_rows("new_rows", "1")),
+    "om_rollup_account_delete": _LOCK.format(table="old_rows")
+    + _UPSERT.format(rows=_account_rows("old_rows", "-1")),
     "om_rollup_account_update": _LOCK.format(table="new_rows") + _UPSERT.format(
-        rows=_ACCOUNT_ROWS.format(sign=-1, table="old_rows") + " UNION ALL "
-        + _ACCOUNT_ROWS.format(sign=1, table="new_rows")),
+        rows=_account_rows("old_rows", "-1") + " UNION ALL " + _account_rows("new_rows", "1")),
     "om_rollup_household_update": _UPSERT.format(rows=_HOUSEHOLD_ROWS),
 }
 TRIGGERS = (
@@ -77,14 +86,17 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('community_id', sa.Integer(), nullable=False),
     sa.Column('utility', sa.String(length=32), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('opted_out', sa.Boolean(), nullable=False),
-    sa.Column('n', sa.Integer(), nullable=False),
+    sa.Column('accounts', sa.Integer(), nullable=False),
+    sa.Column('opted_out', sa.Integer(), nullable=False),
+    sa.Column('surveyed', sa.Integer(), nullable=False),
+    sa.Column('installed', sa.Integer(), nullable=False),
+    sa.Column('active', sa.Integer(), nullable=False),
+    sa.Column('closed', sa.Integer(), nullable=False),
     sa.Column('tenant_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id', 'community_id'], ['om_community.tenant_id', 'om_community.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['tenant_id'], ['om_tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('tenant_id', 'community_id', 'utility', 'status', 'opted_out', name='uq_om_rollup_account_count_bucket'),
+    sa.UniqueConstraint('tenant_id', 'community_id', 'utility', name='uq_om_rollup_account_count_community_utility'),
     sa.UniqueConstraint('tenant_id', 'id', name='uq_om_rollup_account_count_tenant_id_id')
     )
     with op.batch_alter_table('om_rollup_account_count', schema=None) as batch_op:
@@ -105,12 +117,11 @@ def upgrade():
         bind.exec_driver_sql("SELECT set_config('app.write_tenant_id', %(t)s, true)",
                              {"t": str(tenant)})
         bind.exec_driver_sql(
-            "INSERT INTO om_rollup_account_count"
-            " (tenant_id, community_id, utility, status, opted_out, n)"
-            " SELECT a.tenant_id, h.community_id, a.utility, a.status, h.opted_out, count(*)"
-            " FROM om_meter_account a JOIN om_household h"
-            " ON h.tenant_id = a.tenant_id AND h.id = a.household_id"
-            " WHERE a.tenant_id = %(t)s GROUP BY 1, 2, 3, 4, 5", {"t": tenant})
+            "INSERT INTO om_rollup_account_count (tenant_id, community_id, utility, "
+            + ", ".join(COLUMNS) + ") SELECT tenant_id, community_id, utility, "
+            + ", ".join(f"sum({c})" for c in COLUMNS) + " FROM ("
+            + _account_rows("om_meter_account", "1") + " WHERE a.tenant_id = %(t)s) x"
+            " GROUP BY tenant_id, community_id, utility", {"t": tenant})
     bind.exec_driver_sql("SELECT set_config('app.write_tenant_id', '', true)")
 
 

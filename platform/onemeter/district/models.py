@@ -1,4 +1,4 @@
-"""The rollups' summary table: meter accounts counted per community × utility × status.
+"""The rollups' summary table: meter accounts counted per community × utility, by status.
 
 On PostgreSQL, statement-level triggers on 户表 and 住户 keep it equal to the base rows under
 concurrent edits (see migration 0006_district); SQLite, the small embedded default, reads the
@@ -15,35 +15,51 @@ from onemeter.tenancy import TenantScoped, tenant_reference
 
 
 class RollupAccountCount(TenantScoped, Model):
-    """How many meter accounts of a community × utility are in one status, opted out or not.
+    """How many meter accounts a community has with one utility: all of them, those of
+    opted-out households, and the others by status (one row per community × utility).
 
     Maintained by the database (PostgreSQL triggers), never written by the application.
-    `n` may reach 0 and stay; rows go with their community (cascade).
+    Counts may reach 0 and the row stay; rows go with their community (cascade).
     """
 
     __tablename__ = "om_rollup_account_count"
     __tenant_table_args__ = (
         tenant_reference("community_id", "om_community", ondelete="CASCADE"),
-        sa.UniqueConstraint("tenant_id", "community_id", "utility", "status", "opted_out",
-                            name="uq_om_rollup_account_count_bucket"),
+        sa.UniqueConstraint("tenant_id", "community_id", "utility",
+                            name="uq_om_rollup_account_count_community_utility"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     community_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
-    status: Mapped[str] = mapped_column(sa.String(16), nullable=False)
-    opted_out: Mapped[bool] = mapped_column(sa.Boolean, nullable=False)
-    n: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    accounts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    opted_out: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    surveyed: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    installed: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    active: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    closed: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
 
 
-_REBUILD_TENANT = """
-INSERT INTO om_rollup_account_count (tenant_id, community_id, utility, status, opted_out, n)
-SELECT a.tenant_id, h.community_id, a.utility, a.status, h.opted_out, count(*)
-FROM om_meter_account a
-JOIN om_household h ON h.tenant_id = a.tenant_id AND h.id = a.household_id
-WHERE a.tenant_id = %(tenant)s
-GROUP BY a.tenant_id, h.community_id, a.utility, a.status, h.opted_out
-"""
+#: The summary's count columns, and how one account (a, its household h) adds to each.
+COUNT_COLUMNS = {
+    "accounts": "1",
+    "opted_out": "CASE WHEN h.opted_out THEN 1 ELSE 0 END",
+    "surveyed": "CASE WHEN NOT h.opted_out AND a.status = 'surveyed' THEN 1 ELSE 0 END",
+    "installed": "CASE WHEN NOT h.opted_out AND a.status = 'installed' THEN 1 ELSE 0 END",
+    "active": "CASE WHEN NOT h.opted_out AND a.status = 'active' THEN 1 ELSE 0 END",
+    "closed": "CASE WHEN NOT h.opted_out AND a.status = 'closed' THEN 1 ELSE 0 END",
+}
+
+LIVE_COUNTS_SQL = (
+    "SELECT a.tenant_id, h.community_id, a.utility, "
+    + ", ".join(f"sum({expr}) AS {name}" for name, expr in COUNT_COLUMNS.items())
+    + " FROM om_meter_account a JOIN om_household h"
+    " ON h.tenant_id = a.tenant_id AND h.id = a.household_id"
+    " {where} GROUP BY a.tenant_id, h.community_id, a.utility")
+
+_REBUILD_TENANT = (
+    f"INSERT INTO om_rollup_account_count (tenant_id, community_id, utility, "
+    f"{', '.join(COUNT_COLUMNS)}) " + LIVE_COUNTS_SQL.format(where="WHERE a.tenant_id = %(tenant)s"))
 
 
 def rebuild_account_counts(connection: sa.Connection) -> int:

@@ -122,15 +122,9 @@ def summary_counts(session: Session) -> sa.Subquery:
     """
     if session.get_bind().dialect.name == "postgresql":
         c = RollupAccountCount
-        return (sa.select(
-            c.tenant_id, c.community_id, c.utility,
-            sa.func.sum(c.n).label("households"),
-            sa.func.sum(sa.case((c.opted_out.is_(True), c.n), else_=0)).label("opted_out"),
-            sa.func.sum(sa.case((sa.and_(c.opted_out.is_(False), c.status == "installed"), c.n),
-                                else_=0)).label("installed"),
-            sa.func.sum(sa.case((sa.and_(c.opted_out.is_(False), c.status == "active"), c.n),
-                                else_=0)).label("active"))
-            .group_by(c.tenant_id, c.community_id, c.utility).subquery("counts"))
+        return (sa.select(c.tenant_id, c.community_id, c.utility,
+                          c.accounts.label("households"), c.opted_out, c.installed, c.active)
+                .subquery("counts"))
     return live_counts()
 
 
