@@ -453,3 +453,70 @@ def test_database_kind(app: Flask) -> None:
         sql = str(service.summary_counts(db.session).compile(db.engine))
         db.session.remove()
     assert ("om_rollup_account_count" in sql) == (TEST_DB == "postgresql")
+
+
+# --- workbooks ----------------------------------------------------------------------------
+
+def _sheet(body: bytes) -> Any:
+    import io
+
+    from openpyxl import load_workbook
+
+    return load_workbook(io.BytesIO(body)).active
+
+
+def test_monthly_bulletin_reads_back_in_the_government_layout(
+        app: Flask, login: Callable[..., Any], tenant_ids: dict[str, int]) -> None:
+    response = login("district").get("/district/ranking/bulletin.xlsx?as_of=2022-06-30")
+    assert response.status_code == 200
+    assert "bulletin-2022-06.xlsx" in response.headers["Content-Disposition"]
+    ws = _sheet(response.data)
+    assert ws["A1"].value == "平桥区“一户一表”改造工作进展通报（2022年6月）"
+    assert "A1:P1" in {str(r) for r in ws.merged_cells.ranges}
+    assert ws["A2"].value.startswith("填报单位：") and ws["P2"].value == "填报日期：2022年6月30日"
+    merged = {str(r) for r in ws.merged_cells.ranges}
+    assert {"A3:A4", "B3:B4", "C3:H3", "I3:N3", "O3:O4", "P3:P4"} <= merged
+    assert [ws.cell(4, c).value for c in range(3, 9)] == ["改造项目", "已接收", "摸底户数",
+                                                          "自愿不改造", "已完成户数", "户完成率"]
+    rows = list(ws.iter_rows(min_row=5, max_row=ws.max_row, values_only=True))
+    data = [r for r in rows if isinstance(r[0], int)]
+    total = next(r for r in rows if r[1] == "合计")
+    assert len(data) == 4 and [r[0] for r in data] == [1, 2, 3, 4]
+    for column in (2, 3, 4, 5, 6, 8, 9, 10, 11, 12):  # every count column adds up
+        assert total[column] == sum(r[column] for r in data)
+    assert ws.cell(5, 8).number_format == "0.0%" and ws.cell(5, 5).number_format == "#,##0"
+    assert ws.column_dimensions["B"].width == 18
+    assert login("pingqiao_staff").get("/district/ranking/bulletin.xlsx").status_code in (302,
+                                                                                           403)
+
+
+def test_task_list_lists_the_years_communities_with_subtotals_and_neutralizes_formulas(
+        app: Flask, login: Callable[..., Any], tenant_ids: dict[str, int]) -> None:
+    tenant = tenant_ids["pingdong"]
+    hostile = f"=HYPERLINK(\"http://x\",\"{uuid.uuid4().hex[:4]}\")"
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        community = Community(tenant_id=tenant, name=hostile, delivery_date=dt.date(2019, 1, 1))
+        household = Household(tenant_id=tenant, community=community, room="101")
+        db.session.add_all([
+            RetrofitProject(tenant_id=tenant, community=community, utility="water",
+                            state="completed"),
+            MeterAccount(tenant_id=tenant, household=household, utility="water",
+                         status="installed")])
+        db.session.commit()
+    ws = _sheet(login("district").get("/district/tasks/2021.xlsx").data)
+    assert ws["A1"].value == "2021年度“一户一表”改造工作任务清单"
+    assert [ws.cell(3, c).value for c in (1, 2, 3, 4, 5, 7, 9, 10)] == [
+        "序号", "办事处", "小区名称", "类别", "供电", "供水", "责任单位", "完成时限"]
+    rows = list(ws.iter_rows(min_row=5, values_only=True))
+    mine = next(r for r in rows if r[2] and r[2].endswith(hostile))
+    assert mine[2] == "'" + hostile  # text, never a formula
+    assert all(c.data_type != "f" for row in ws.iter_rows() for c in row)
+    assert mine[6:8] == (1, "完成待接收") and mine[8] == "平东办事处（责任主体）"
+    assert mine[9] == dt.datetime(2021, 12, 31)
+    subtotals = [r for r in rows if r[1] and str(r[1]).endswith("小计")]
+    total = next(r for r in rows if r[1] == "合计")
+    assert total[6] == sum(r[6] for r in subtotals) and total[4] == sum(r[4] for r in subtotals)
+    own = _sheet(login("pingxi_staff").get("/district/tasks/2021.xlsx").data)
+    names = {r[1] for r in own.iter_rows(min_row=5, values_only=True)}
+    assert "平东办事处" not in names and own["A2"].value == "填报单位：平西办事处"
+    assert login("district").get("/district/tasks/2030.xlsx").status_code == 404

@@ -97,6 +97,17 @@ class Figures:
         return self.households - self.opted_out
 
 
+def progress_label(figures: Figures) -> str:
+    """Where a community's project of one utility stands, in the clerk's words."""
+    if figures.accepted:
+        return "已接收"
+    if figures.completed:
+        return "完成待接收"
+    if figures.in_progress:
+        return "推进中"
+    return "未启动" if figures.communities else "未建项目"
+
+
 @dataclass(frozen=True)
 class Plan:
     """The plan's target for a cell: communities and households (district-wide only)."""

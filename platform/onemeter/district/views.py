@@ -17,11 +17,11 @@ from flask import abort, current_app, request
 from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.security.decorators import permission_name
 
-from onemeter.district import service
+from onemeter.district import bulletin, service
 from onemeter.district.models import RollupAccountCount  # noqa: F401 - the table's model
 from onemeter.formatting import count, local_date, money, percent
 from onemeter.plugins import RollupMetric, hookimpl
-from onemeter.registry.categories import CATEGORIES, category_label
+from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
 from onemeter.registry.models import Community
 from onemeter.retrofit.procedure import state_label
 from onemeter.retrofit.progress import tenant_options
@@ -35,6 +35,7 @@ from onemeter.security import (
 )
 from onemeter.tenancy import current_scope
 from onemeter.utilities import utility_choices
+from onemeter.views import xlsx_download
 
 CATEGORY = "区领导小组办公室"
 _READERS = (TENANT_ADMIN, TENANT_STAFF, UTILITY_STAFF, DISTRICT_VIEWER, PLATFORM_ADMIN)
@@ -109,7 +110,7 @@ class DistrictRollupView(BaseView):
         return self.render_template(
             "onemeter/district_rollup.html", title="一户一表改造汇总", data=data,
             metrics=metrics, charts=json.dumps(charts, ensure_ascii=False),
-            today=today, **_helpers())
+            today=today, phases=PHASE_YEARS, **_helpers())
 
     @staticmethod
     def _charts(data: service.Dashboard) -> dict[str, Any]:
@@ -170,6 +171,33 @@ class DistrictRollupView(BaseView):
             tenant_id=tenant_id, tenant_name=tenants[tenant_id], rows=rows, lines=lines,
             utilities={c: utilities[c] for c in codes}, links=links, today=today,
             total=service.totals(cells, lambda k: 0).get(0, service.Figures()), **_helpers())
+
+
+    @expose("/tasks/<int:year>.xlsx")
+    @has_access
+    @permission_name("list")
+    def task_list(self, year: int) -> Any:
+        """附件1–3: the year's task list as .xlsx (the user's own scope)."""
+        if year not in PHASE_YEARS:
+            abort(404)
+        today = _today()
+        session = self.appbuilder.session
+        utilities = self._utilities()
+        codes = service.allowed_utilities(utilities)
+        tenants = dict(tenant_options(session))
+        by_community = service.rollup(session, utilities, by_community=True)
+        communities = session.query(Community).filter(
+            Community.phase_year == year, Community.tenant_id.in_(list(tenants) or [-1])
+        ).all()
+        lines = []
+        for community in sorted(communities, key=lambda c: (tenants[c.tenant_id], c.name)):
+            per_utility = {code: (f.households, service.progress_label(f))
+                           for code in codes
+                           if (f := by_community.get((community.id, code))) is not None}
+            lines.append((tenants[community.tenant_id], community, per_utility))
+        unit = next(iter(tenants.values())) if len(tenants) == 1 else bulletin.OFFICE
+        body = bulletin.task_list(year, lines, {c: utilities[c] for c in codes}, unit, today)
+        return xlsx_download(body, f"task-list-{year}-{today:%Y%m%d}.xlsx")
 
 
 class DistrictOverdueView(BaseView):
@@ -235,6 +263,25 @@ class DistrictRankingView(BaseView):
         return self.render_template(
             "onemeter/district_ranking.html", title="年度目标考核排名", ranking=ranking,
             formula=service.SCORE_FORMULA, today=today, **_helpers())
+
+    @expose("/bulletin.xlsx")
+    @has_access
+    @permission_name("list")
+    def bulletin(self) -> Any:
+        """月度通报 as .xlsx: the ranking, per utility, as of `?as_of` (default today)."""
+        today = _today()
+        session = self.appbuilder.session
+        utilities = dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
+        codes = service.allowed_utilities(utilities)
+        cells = service.rollup(session, codes)
+        items = service.overdue_items(session, today, codes)
+        events = service.accepted_events(session, codes, since=today - dt.timedelta(days=60))
+        ranking = service.rankings(session, cells, items, events, tenant_options(session),
+                                   today)
+        body = bulletin.monthly_bulletin(
+            ranking, service.totals(cells, lambda k: (k.tenant_id, k.utility)),
+            {c: utilities[c] for c in codes}, len(items), service.SCORE_FORMULA, today)
+        return xlsx_download(body, f"bulletin-{today:%Y-%m}.xlsx")
 
 
 @hookimpl
