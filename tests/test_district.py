@@ -112,8 +112,18 @@ def random_edits(app: Flask, tenant_id: int, rng: random.Random, community_ids: 
         for _ in range(rounds):
             household = rng.choice(households)
             accounts = db.session.query(MeterAccount).filter_by(household_id=household.id).all()
-            action = rng.randrange(5)
-            if action == 0 and accounts:
+            action = rng.randrange(7)
+            if action == 5:
+                project = db.session.query(RetrofitProject).filter_by(
+                    community_id=household.community_id).first()
+                if project is not None:
+                    project.state = rng.choice(STATE_CODES)
+            elif action == 6:
+                project = db.session.query(RetrofitProject).filter(
+                    RetrofitProject.community_id.in_(community_ids)).first()
+                if project is not None and rng.random() < 0.3:
+                    db.session.delete(project)
+            elif action == 0 and accounts:
                 rng.choice(accounts).status = rng.choice(ACCOUNT_STATUSES)
             elif action == 1:
                 household.opted_out = not household.opted_out
@@ -152,9 +162,15 @@ def summary_equals_live(stack: Any) -> tuple[set, set]:
     owner = sa.create_engine(stack.owner_url)
     with owner.connect() as connection:
         summary = set(connection.exec_driver_sql(
-            f"SELECT tenant_id, community_id, utility, {columns} FROM om_rollup_account_count"
+            f"SELECT tenant_id, community_id, utility, {columns} FROM om_rollup_count"
             " WHERE accounts <> 0").all())
         live = set(connection.exec_driver_sql(LIVE_COUNTS_SQL.format(where="")).all())
+        # The projects' states, copied onto the same rows.
+        summary |= set(connection.exec_driver_sql(
+            "SELECT tenant_id, community_id, utility, project_state FROM om_rollup_count"
+            " WHERE project_state IS NOT NULL").all())
+        live |= set(connection.exec_driver_sql(
+            "SELECT tenant_id, community_id, utility, state FROM om_retrofit_project").all())
     owner.dispose()
     return summary, live
 
@@ -417,34 +433,38 @@ def test_rankings_order_by_score_then_name_and_count_trends(app: Flask) -> None:
     assert (ranked[1].accepted_last_30, ranked[1].accepted_prior_30, ranked[1].trend) == (1, 1, 0)
 
 
-def test_monthly_series_counts_acceptances_in_beijing_months(app: Flask) -> None:
-    # 31 Dec 2021 17:00 UTC is 1 Jan 2022 01:00 in Beijing.
-    events = [(dt.datetime(2021, 12, 31, 17, 0), 1, "water", 2021, None),
-              (dt.datetime(2021, 12, 1, 2, 0), 1, "water", 2021, None)]
-    series = service.monthly_acceptances(events, dt.date(2022, 2, 10), ["water"])
+def test_monthly_series_fills_the_months_and_cumulates() -> None:
+    per_month = {("water", "2021-12"): 1, ("water", "2022-01"): 2}
+    series = service.monthly_acceptances(per_month, dt.date(2022, 2, 10), ["water"])
     assert series["months"][0] == "2021-07" and series["months"][-1] == "2022-02"
-    water = dict(zip(series["months"], series["series"]["water"]["per_month"], strict=True))
-    assert water["2021-12"] == 1 and water["2022-01"] == 1
-    assert series["series"]["water"]["cumulated"][-1] == 2
+    assert series["series"]["water"]["per_month"][-3:] == [1, 2, 0]
+    assert series["series"]["water"]["cumulated"][-1] == 3
 
 
-def test_acceptance_events_feed_the_monthly_chart(app: Flask, tenant_ids: dict[str, int]
-                                                  ) -> None:
+def test_acceptances_are_counted_in_beijing_months(app: Flask, tenant_ids: dict[str, int]
+                                                   ) -> None:
     tenant = tenant_ids["pingqiao"]
+    with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        before = service.accepted_per_month(db.session, UTILITIES)
+        db.session.remove()
     with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
         project = RetrofitProject(tenant_id=tenant, utility="water", state="accepted",
                                   community=Community(tenant_id=tenant,
                                                       name=f"接收{uuid.uuid4().hex[:6]}"))
         db.session.add(project)
         db.session.flush()
+        # 31 December 2021 17:00 UTC is 1 January 2022 01:00 in Beijing.
         db.session.add(ProjectEvent(tenant_id=tenant, project_id=project.id,
-                                    at=dt.datetime(2021, 9, 9, 2), transition="accept",
+                                    at=dt.datetime(2021, 12, 31, 17, 0), transition="accept",
                                     from_state="completed", to_state="accepted"))
         db.session.commit()
     with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        after = service.accepted_per_month(db.session, UTILITIES)
         events = service.accepted_events(db.session, UTILITIES)
         db.session.remove()
-    assert any(e[0] == dt.datetime(2021, 9, 9, 2) and e[1] == tenant for e in events)
+    assert after.get(("water", "2022-01"), 0) == before.get(("water", "2022-01"), 0) + 1
+    assert after.get(("water", "2021-12"), 0) == before.get(("water", "2021-12"), 0)
+    assert any(e[0] == dt.datetime(2021, 12, 31, 17) and e[1] == tenant for e in events)
 
 
 def test_database_kind(app: Flask) -> None:
@@ -452,7 +472,7 @@ def test_database_kind(app: Flask) -> None:
     with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
         sql = str(service.summary_counts(db.session).compile(db.engine))
         db.session.remove()
-    assert ("om_rollup_account_count" in sql) == (TEST_DB == "postgresql")
+    assert ("om_rollup_count" in sql) == (TEST_DB == "postgresql")
 
 
 # --- workbooks ----------------------------------------------------------------------------

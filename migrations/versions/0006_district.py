@@ -1,4 +1,4 @@
-"""district rollups: meter accounts counted per community × utility by status, kept by triggers
+"""district rollups: per community × utility the project state and accounts by status, kept by triggers
 
 Revision ID: 0006_district
 Revises: 0005_reconcile
@@ -15,7 +15,7 @@ down_revision = '0005_reconcile'
 branch_labels = None
 depends_on = None
 
-TENANT_TABLES = ('om_rollup_account_count',)
+TENANT_TABLES = ('om_rollup_count',)
 
 # Statement-level triggers with transition tables: one grouped upsert per statement, so a
 # COPY or an import of 100k rows costs one aggregate, not 100k trigger calls. The delta
@@ -36,7 +36,7 @@ def _contributions(opted: str, sign: str) -> str:
           for s in ("surveyed", "installed", "active", "closed"))])
 
 
-_UPSERT = ("INSERT INTO om_rollup_account_count AS c (tenant_id, community_id, utility, "
+_UPSERT = ("INSERT INTO om_rollup_count AS c (tenant_id, community_id, utility, "
            + ", ".join(COLUMNS) + ") SELECT tenant_id, community_id, utility, "
            + ", ".join(f"sum({c})" for c in COLUMNS) + " FROM ({rows}) x"
            " GROUP BY tenant_id, community_id, utility"
@@ -62,6 +62,18 @@ def _account_rows(table: str, sign: str) -> str:
     return _ACCOUNT_ROWS.format(table=table, contributions=_contributions("h.opted_out", sign))
 
 
+# A project's state is copied onto its community × utility row; each trigger sets only its
+# own columns, so a project step and an account change on the same row never undo each other.
+_PROJECT_CLEAR = ("UPDATE om_rollup_count c SET project_state = NULL FROM old_rows o"
+                  " WHERE c.tenant_id = o.tenant_id AND c.community_id = o.community_id"
+                  " AND c.utility = o.utility;\n")
+_PROJECT_SET = ("INSERT INTO om_rollup_count AS c (tenant_id, community_id, utility,"
+                " project_state, " + ", ".join(COLUMNS) + ") SELECT tenant_id, community_id,"
+                " utility, state, " + ", ".join("0" for _ in COLUMNS) + " FROM new_rows"
+                " ORDER BY tenant_id, community_id, utility"
+                " ON CONFLICT (tenant_id, community_id, utility)"
+                " DO UPDATE SET project_state = EXCLUDED.project_state;")
+
 FUNCTIONS = {
     "om_rollup_account_insert": _LOCK.format(table="new_rows")
     + _UPSERT.format(rows=_account_rows("new_rows", "1")),
@@ -70,6 +82,9 @@ FUNCTIONS = {
     "om_rollup_account_update": _LOCK.format(table="new_rows") + _UPSERT.format(
         rows=_account_rows("old_rows", "-1") + " UNION ALL " + _account_rows("new_rows", "1")),
     "om_rollup_household_update": _UPSERT.format(rows=_HOUSEHOLD_ROWS),
+    "om_rollup_project_insert": _PROJECT_SET,
+    "om_rollup_project_update": _PROJECT_CLEAR + _PROJECT_SET,
+    "om_rollup_project_delete": _PROJECT_CLEAR,
 }
 TRIGGERS = (
     ("om_rollup_account_insert", "om_meter_account", "INSERT", "NEW TABLE AS new_rows"),
@@ -78,14 +93,19 @@ TRIGGERS = (
      "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
     ("om_rollup_household_update", "om_household", "UPDATE",
      "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    ("om_rollup_project_insert", "om_retrofit_project", "INSERT", "NEW TABLE AS new_rows"),
+    ("om_rollup_project_update", "om_retrofit_project", "UPDATE",
+     "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    ("om_rollup_project_delete", "om_retrofit_project", "DELETE", "OLD TABLE AS old_rows"),
 )
 
 
 def upgrade():
-    op.create_table('om_rollup_account_count',
+    op.create_table('om_rollup_count',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('community_id', sa.Integer(), nullable=False),
     sa.Column('utility', sa.String(length=32), nullable=False),
+    sa.Column('project_state', sa.String(length=40), nullable=True),
     sa.Column('accounts', sa.Integer(), nullable=False),
     sa.Column('opted_out', sa.Integer(), nullable=False),
     sa.Column('surveyed', sa.Integer(), nullable=False),
@@ -96,11 +116,11 @@ def upgrade():
     sa.ForeignKeyConstraint(['tenant_id', 'community_id'], ['om_community.tenant_id', 'om_community.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['tenant_id'], ['om_tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('tenant_id', 'community_id', 'utility', name='uq_om_rollup_account_count_community_utility'),
-    sa.UniqueConstraint('tenant_id', 'id', name='uq_om_rollup_account_count_tenant_id_id')
+    sa.UniqueConstraint('tenant_id', 'community_id', 'utility', name='uq_om_rollup_count_community_utility'),
+    sa.UniqueConstraint('tenant_id', 'id', name='uq_om_rollup_count_tenant_id_id')
     )
-    with op.batch_alter_table('om_rollup_account_count', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_om_rollup_account_count_tenant_id'), ['tenant_id'], unique=False)
+    with op.batch_alter_table('om_rollup_count', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_om_rollup_count_tenant_id'), ['tenant_id'], unique=False)
     for table in TENANT_TABLES:
         enable_tenant_rls(op, table)
     if op.get_bind().dialect.name != "postgresql":
@@ -117,11 +137,17 @@ def upgrade():
         bind.exec_driver_sql("SELECT set_config('app.write_tenant_id', %(t)s, true)",
                              {"t": str(tenant)})
         bind.exec_driver_sql(
-            "INSERT INTO om_rollup_account_count (tenant_id, community_id, utility, "
+            "INSERT INTO om_rollup_count (tenant_id, community_id, utility, "
             + ", ".join(COLUMNS) + ") SELECT tenant_id, community_id, utility, "
             + ", ".join(f"sum({c})" for c in COLUMNS) + " FROM ("
             + _account_rows("om_meter_account", "1") + " WHERE a.tenant_id = %(t)s) x"
             " GROUP BY tenant_id, community_id, utility", {"t": tenant})
+        bind.exec_driver_sql(
+            "INSERT INTO om_rollup_count AS c (tenant_id, community_id, utility, project_state, "
+            + ", ".join(COLUMNS) + ") SELECT tenant_id, community_id, utility, state, "
+            + ", ".join("0" for _ in COLUMNS) + " FROM om_retrofit_project"
+            " WHERE tenant_id = %(t)s ON CONFLICT (tenant_id, community_id, utility)"
+            " DO UPDATE SET project_state = EXCLUDED.project_state", {"t": tenant})
     bind.exec_driver_sql("SELECT set_config('app.write_tenant_id', '', true)")
 
 
@@ -133,6 +159,6 @@ def downgrade():
             op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     for table in TENANT_TABLES:
         disable_tenant_rls(op, table)
-    with op.batch_alter_table('om_rollup_account_count', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_om_rollup_account_count_tenant_id'))
-    op.drop_table('om_rollup_account_count')
+    with op.batch_alter_table('om_rollup_count', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_om_rollup_count_tenant_id'))
+    op.drop_table('om_rollup_count')

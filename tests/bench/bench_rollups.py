@@ -153,7 +153,7 @@ def remove(owner_url: str, tenant_ids: list[int]) -> None:
     engine = sa.create_engine(owner_url)
     with engine.begin() as connection:
         for table in ("om_project_event", "om_retrofit_project", "om_meter_account",
-                      "om_household", "om_rollup_account_count", "om_community", "om_tenant"):
+                      "om_household", "om_rollup_count", "om_community", "om_tenant"):
             column = "id" if table == "om_tenant" else "tenant_id"
             connection.exec_driver_sql(f"DELETE FROM {table} WHERE {column} = ANY(%(t)s)",
                                        {"t": tenant_ids})
@@ -199,7 +199,7 @@ def test_rollup_page_with_a_million_households(app: Flask, stack: Any) -> None:
                 " WHERE NOT h.opted_out AND a.status IN ('installed', 'active')").scalar()
             mismatched = connection.exec_driver_sql(
                 f"SELECT count(*) FROM (SELECT tenant_id, community_id, utility, {columns}"
-                " FROM om_rollup_account_count WHERE accounts <> 0"
+                " FROM om_rollup_count WHERE accounts <> 0"
                 f" EXCEPT {LIVE_COUNTS_SQL.format(where='')}) d").scalar()
         engine.dispose()
     finally:

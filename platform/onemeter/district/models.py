@@ -1,4 +1,5 @@
-"""The rollups' summary table: meter accounts counted per community × utility, by status.
+"""The rollups' summary table: per community × utility, the project's state and the meter
+accounts counted by status.
 
 On PostgreSQL, statement-level triggers on 户表 and 住户 keep it equal to the base rows under
 concurrent edits (see migration 0006_district); SQLite, the small embedded default, reads the
@@ -14,24 +15,26 @@ from onemeter.database import Model
 from onemeter.tenancy import TenantScoped, tenant_reference
 
 
-class RollupAccountCount(TenantScoped, Model):
-    """How many meter accounts a community has with one utility: all of them, those of
-    opted-out households, and the others by status (one row per community × utility).
+class RollupCount(TenantScoped, Model):
+    """One community × utility: its retrofit project's state (None: no project) and how many
+    meter accounts it has with that utility — all, those of opted-out households, and the
+    others by status.
 
     Maintained by the database (PostgreSQL triggers), never written by the application.
     Counts may reach 0 and the row stay; rows go with their community (cascade).
     """
 
-    __tablename__ = "om_rollup_account_count"
+    __tablename__ = "om_rollup_count"
     __tenant_table_args__ = (
         tenant_reference("community_id", "om_community", ondelete="CASCADE"),
         sa.UniqueConstraint("tenant_id", "community_id", "utility",
-                            name="uq_om_rollup_account_count_community_utility"),
+                            name="uq_om_rollup_count_community_utility"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     community_id: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     utility: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    project_state: Mapped[str | None] = mapped_column(sa.String(40))
     accounts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     opted_out: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     surveyed: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
@@ -58,12 +61,18 @@ LIVE_COUNTS_SQL = (
     " {where} GROUP BY a.tenant_id, h.community_id, a.utility")
 
 _REBUILD_TENANT = (
-    f"INSERT INTO om_rollup_account_count (tenant_id, community_id, utility, "
+    f"INSERT INTO om_rollup_count (tenant_id, community_id, utility, "
     f"{', '.join(COUNT_COLUMNS)}) " + LIVE_COUNTS_SQL.format(where="WHERE a.tenant_id = %(tenant)s"))
+_REBUILD_PROJECTS = (
+    "INSERT INTO om_rollup_count AS c (tenant_id, community_id, utility, project_state, "
+    + ", ".join(COUNT_COLUMNS) + ") SELECT tenant_id, community_id, utility, state, "
+    + ", ".join("0" for _ in COUNT_COLUMNS) + " FROM om_retrofit_project"
+    " WHERE tenant_id = %(tenant)s ON CONFLICT (tenant_id, community_id, utility)"
+    " DO UPDATE SET project_state = EXCLUDED.project_state")
 
 
 def rebuild_account_counts(connection: sa.Connection) -> int:
-    """Recompute the summary table from 户表 and 住户, tenant by tenant (PostgreSQL only).
+    """Recompute the summary table from 户表, 住户 and 改造项目, tenant by tenant (PostgreSQL).
 
     For bulk loads that bypass the triggers and for repairs. Runs in the caller's
     transaction with each tenant as write scope in turn (row-level security), then restores
@@ -80,9 +89,10 @@ def rebuild_account_counts(connection: sa.Connection) -> int:
     for tenant in tenants:
         connection.exec_driver_sql("SELECT set_config('app.write_tenant_id', %(t)s, true)",
                                    {"t": str(tenant)})
-        connection.exec_driver_sql("DELETE FROM om_rollup_account_count WHERE tenant_id = %(t)s",
+        connection.exec_driver_sql("DELETE FROM om_rollup_count WHERE tenant_id = %(t)s",
                                    {"t": tenant})
         written += connection.exec_driver_sql(_REBUILD_TENANT, {"tenant": tenant}).rowcount
+        connection.exec_driver_sql(_REBUILD_PROJECTS, {"tenant": tenant})
     connection.exec_driver_sql(
         "SELECT set_config('app.all_tenants', %(a)s, true),"
         " set_config('app.write_tenant_id', %(w)s, true)",

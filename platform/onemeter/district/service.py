@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from onemeter.district.models import RollupAccountCount
+from onemeter.district.models import RollupCount
 from onemeter.formatting import BEIJING
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS
 from onemeter.registry.models import Community, Developer, Household, MeterAccount, PlanTarget
@@ -127,16 +127,34 @@ class RollupKey:
 
 
 def summary_counts(session: Session) -> sa.Subquery:
-    """Per tenant × community × utility: accounts, opted out, installed, active.
+    """Per tenant × community × utility: the project's state (None: no project), accounts
+    (households), opted out, installed, active.
 
     PostgreSQL reads the trigger-kept summary table; SQLite (embedded, small) the base rows.
     """
     if session.get_bind().dialect.name == "postgresql":
-        c = RollupAccountCount
-        return (sa.select(c.tenant_id, c.community_id, c.utility,
+        c = RollupCount
+        return (sa.select(c.tenant_id, c.community_id, c.utility, c.project_state,
                           c.accounts.label("households"), c.opted_out, c.installed, c.active)
                 .subquery("counts"))
-    return live_counts()
+    live = live_counts()
+    p = RetrofitProject
+    zero = sa.literal(0)
+    both = sa.union_all(
+        sa.select(p.tenant_id, p.community_id, p.utility, p.state.label("project_state"),
+                  zero.label("households"), zero.label("opted_out"), zero.label("installed"),
+                  zero.label("active")),
+        sa.select(live.c.tenant_id, live.c.community_id, live.c.utility,
+                  sa.null().label("project_state"), live.c.households, live.c.opted_out,
+                  live.c.installed, live.c.active)).subquery("both")
+    return (sa.select(both.c.tenant_id, both.c.community_id, both.c.utility,
+                      sa.func.max(both.c.project_state).label("project_state"),
+                      sa.func.sum(both.c.households).label("households"),
+                      sa.func.sum(both.c.opted_out).label("opted_out"),
+                      sa.func.sum(both.c.installed).label("installed"),
+                      sa.func.sum(both.c.active).label("active"))
+            .group_by(both.c.tenant_id, both.c.community_id, both.c.utility)
+            .subquery("counts"))
 
 
 def live_counts() -> sa.Subquery:
@@ -165,52 +183,38 @@ def allowed_utilities(utilities: Iterable[str]) -> list[str]:
 def rollup(session: Session, utilities: Iterable[str], *, tenant_id: int | None = None,
            by_community: bool = False) -> dict[Any, Figures]:
     """Figures per (tenant, utility, phase, category) — or per (community id, utility) when
-    `by_community` — for the projects and accounts the scope reads. Two grouped queries."""
+    `by_community` — for the projects and accounts the scope reads. One grouped query over
+    the summary (a row per community × utility) joined to the communities."""
     codes = allowed_utilities(utilities)
-    p, c = RetrofitProject, Community
+    c = Community
+    counts = summary_counts(session)
+    state = counts.c.project_state
     if by_community:
-        keys: list[Any] = [c.id.label("k1"), p.utility]
+        keys: list[Any] = [c.id.label("k1"), counts.c.utility]
     else:
-        keys = [p.tenant_id, p.utility, c.phase_year.label("phase"), c.category.label("cat")]
-    state = p.state
-    projects = (sa.select(
-        *keys, sa.func.count(p.id),
+        keys = [counts.c.tenant_id, counts.c.utility, c.phase_year.label("phase"),
+                c.category.label("cat")]
+    done = counts.c.installed + counts.c.active
+    query = (sa.select(
+        *keys, sa.func.count(state),
         sa.func.count(sa.case((state.notin_([NOT_STARTED, ACCEPTED, *COMPLETED_STATES]), 1))),
         sa.func.count(sa.case((state.in_(COMPLETED_STATES), 1))),
-        sa.func.count(sa.case((state == ACCEPTED, 1))))
-        .join(c, sa.and_(c.tenant_id == p.tenant_id, c.id == p.community_id))
-        .where(p.utility.in_(codes)).group_by(*keys))
-    counts = summary_counts(session)
-    if by_community:
-        hkeys: list[Any] = [c.id.label("k1"), counts.c.utility]
-    else:
-        hkeys = [counts.c.tenant_id, counts.c.utility, c.phase_year.label("phase"),
-                 c.category.label("cat")]
-    done = counts.c.installed + counts.c.active
-    households = (sa.select(
-        *hkeys, sa.func.sum(counts.c.households), sa.func.sum(counts.c.opted_out),
+        sa.func.count(sa.case((state == ACCEPTED, 1))),
+        sa.func.sum(counts.c.households), sa.func.sum(counts.c.opted_out),
         sa.func.sum(counts.c.installed), sa.func.sum(counts.c.active),
-        sa.func.sum(sa.case((p.state == ACCEPTED, done), else_=0)))
+        sa.func.sum(sa.case((state == ACCEPTED, done), else_=0)))
         .select_from(counts)
         .join(c, sa.and_(c.tenant_id == counts.c.tenant_id, c.id == counts.c.community_id))
-        .outerjoin(p, sa.and_(p.tenant_id == counts.c.tenant_id,
-                              p.community_id == counts.c.community_id,
-                              p.utility == counts.c.utility))
-        .where(counts.c.utility.in_(codes)).group_by(*hkeys))
+        .where(counts.c.utility.in_(codes)).group_by(*keys))
     if tenant_id is not None:
-        projects = projects.where(p.tenant_id == tenant_id)
-        households = households.where(counts.c.tenant_id == tenant_id)
+        query = query.where(counts.c.tenant_id == tenant_id)
     width = len(keys)
-    result: dict[Any, Figures] = defaultdict(Figures)
-    for row in session.execute(projects):
-        key = _key(row[:width], by_community)
-        result[key].add(Figures(*(int(v or 0) for v in row[width:])))
-    for row in session.execute(households):
-        key = _key(row[:width], by_community)
-        values = [int(v or 0) for v in row[width:]]
-        result[key].add(Figures(households=values[0], opted_out=values[1], installed=values[2],
-                                active=values[3], accepted_households=values[4]))
-    return dict(result)
+    result: dict[Any, Figures] = {}
+    for row in session.execute(query):
+        figures = Figures(*(int(v or 0) for v in row[width:]))
+        if figures != Figures():
+            result[_key(row[:width], by_community)] = figures
+    return result
 
 
 def _key(values: tuple, by_community: bool) -> Any:
@@ -508,30 +512,44 @@ def rankings(session: Session, cells: dict[RollupKey, Figures], overdue: list[Ov
 
 # --- chart series -------------------------------------------------------------------------
 
-def monthly_acceptances(events: list[tuple], today: dt.date, utilities: Iterable[str]
-                        ) -> dict[str, Any]:
-    """Communities accepted per month (Beijing time) and cumulated, per utility, from the
-    plan's issue (July 2021) or the first acceptance, to `today`'s month."""
-    months: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+def accepted_per_month(session: Session, utilities: Iterable[str]) -> dict[tuple[str, str], int]:
+    """(utility, "YYYY-MM" in Beijing time) → communities accepted that month, counted in SQL
+    (events are stored in naive UTC; Beijing is UTC+8 all year)."""
+    codes = allowed_utilities(utilities)
+    e, p = ProjectEvent, RetrofitProject
+    if session.get_bind().dialect.name == "postgresql":
+        month = sa.func.to_char(e.at + sa.text("interval '8 hours'"), "YYYY-MM")
+    else:
+        month = sa.func.strftime("%Y-%m", e.at, "+8 hours")
+    month = month.label("month")
+    query = (sa.select(p.utility, month, sa.func.count(e.id))
+             .join(p, sa.and_(p.tenant_id == e.tenant_id, p.id == e.project_id))
+             .where(e.to_state == ACCEPTED, p.utility.in_(codes))
+             .group_by(p.utility, month))
+    return {(utility, m): int(n) for utility, m, n in session.execute(query)}
+
+
+def monthly_acceptances(per_month: dict[tuple[str, str], int], today: dt.date,
+                        utilities: Iterable[str]) -> dict[str, Any]:
+    """Communities accepted per month and cumulated, per utility, from the plan's issue
+    (July 2021) or the first acceptance if earlier, to `today`'s month."""
     first = dt.date(2021, 7, 1)
-    for at, _tenant, utility, *_ in events:
-        local = at.replace(tzinfo=dt.UTC).astimezone(BEIJING).date()
-        first = min(first, local.replace(day=1))
-        months[utility][f"{local.year}-{local.month:02d}"] += 1
+    for _utility, month in per_month:
+        year, number = (int(x) for x in month.split("-"))
+        first = min(first, dt.date(year, number, 1))
     labels = []
     cursor = first
     while cursor <= today:
         labels.append(f"{cursor.year}-{cursor.month:02d}")
-        cursor = (cursor + dt.timedelta(days=calendar.monthrange(cursor.year,
-                                                                   cursor.month)[1]))
+        cursor += dt.timedelta(days=calendar.monthrange(cursor.year, cursor.month)[1])
     series = {}
     for utility in utilities:
-        per_month = [months[utility].get(m, 0) for m in labels]
+        counts = [per_month.get((utility, m), 0) for m in labels]
         running, cumulated = 0, []
-        for n in per_month:
+        for n in counts:
             running += n
             cumulated.append(running)
-        series[utility] = {"per_month": per_month, "cumulated": cumulated}
+        series[utility] = {"per_month": counts, "cumulated": cumulated}
     return {"months": labels, "series": series}
 
 
@@ -546,16 +564,17 @@ class Dashboard:
     plan: dict[tuple, Plan]
     rows: list[DistrictRow] = field(default_factory=list)
     per_tenant: dict[int, Figures] = field(default_factory=dict)
-    events: list[tuple] = field(default_factory=list)
+    per_month: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def dashboard(session: Session, utilities: dict[str, str], tenants: list[tuple[int, str]],
               today: dt.date) -> Dashboard:
-    """The rollup page's data: cells, plan, district rows, per-tenant totals, acceptances."""
+    """The rollup page's data: cells, plan, district rows, per-tenant totals, acceptances
+    per month."""
     cells = rollup(session, utilities)
     plan = plan_targets(session)
     codes = allowed_utilities(utilities)
     return Dashboard(today, {c: utilities[c] for c in codes}, tenants, cells, plan,
                      district_rows(cells, plan, codes),
                      totals(cells, lambda k: k.tenant_id),
-                     accepted_events(session, codes))
+                     accepted_per_month(session, codes))

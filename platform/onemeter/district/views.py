@@ -18,7 +18,7 @@ from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.security.decorators import permission_name
 
 from onemeter.district import bulletin, service
-from onemeter.district.models import RollupAccountCount  # noqa: F401 - the table's model
+from onemeter.district.models import RollupCount  # noqa: F401 - the table's model
 from onemeter.formatting import count, local_date, money, percent
 from onemeter.plugins import RollupMetric, hookimpl
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
@@ -122,7 +122,7 @@ class DistrictRollupView(BaseView):
                 planned[category] = planned.get(category, 0) + plan.households
         categories = [c for c in (*CATEGORIES, None) if c in per_category or c in planned]
         return {
-            "monthly": service.monthly_acceptances(data.events, data.today, data.utilities),
+            "monthly": service.monthly_acceptances(data.per_month, data.today, data.utilities),
             "utilities": data.utilities,
             "tenants": {
                 "names": [names[t] for t, _ in data.tenants],
