@@ -92,6 +92,9 @@ class DistrictRollupView(BaseView):
     default_view = "index"
     om_roles = {role: ("can_list",) for role in _READERS}
     base_permissions = ["can_list"]
+    #: Walked by the access matrix ({tenant}: a sub-district's id).
+    om_matrix_pages = ("/district/", "/district/subdistrict/{tenant}",
+                       "/district/tasks/2021.xlsx", "/district/tasks/2022.xlsx")
 
     def _utilities(self) -> dict[str, str]:
         return dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
@@ -207,6 +210,7 @@ class DistrictOverdueView(BaseView):
     default_view = "index"
     om_roles = {role: ("can_list",) for role in _READERS}
     base_permissions = ["can_list"]
+    om_matrix_pages = ("/district/overdue/",)
 
     #: At most this many items are listed (the counts by sub-district and unit cover all).
     LIMIT = 500
@@ -245,6 +249,7 @@ class DistrictRankingView(BaseView):
     default_view = "index"
     om_roles = {DISTRICT_VIEWER: ("can_list",), PLATFORM_ADMIN: ("can_list",)}
     base_permissions = ["can_list"]
+    om_matrix_pages = ("/district/ranking/", "/district/ranking/bulletin.xlsx")
 
     @expose("/")
     @has_access
