@@ -33,7 +33,7 @@ SHOTS = [
     ("district-ranking", "district", "/district/ranking/"),
 ]
 #: Pages shot whole, not only the first screen (the dashboard's charts are below its tables).
-FULL_PAGE = {"district-dashboard", "district-overdue"}
+FULL_PAGE = {"district-dashboard"}
 
 
 def main() -> None:
