@@ -540,3 +540,21 @@ def test_task_list_lists_the_years_communities_with_subtotals_and_neutralizes_fo
     names = {r[1] for r in own.iter_rows(min_row=5, values_only=True)}
     assert "平东办事处" not in names and own["A2"].value == "填报单位：平西办事处"
     assert login("district").get("/district/tasks/2030.xlsx").status_code == 404
+
+
+@pytest.mark.postgres
+def test_rebuilding_the_summary_repairs_it_from_the_rows(
+        app: Flask, stack: Any, tenant_ids: dict[str, int]) -> None:
+    from onemeter.district.models import rebuild_account_counts
+
+    seed_random(app, tenant_ids["zhenleishan"], random.Random(9), communities=2)
+    owner = sa.create_engine(stack.owner_url)
+    with owner.begin() as connection:  # a bulk load that bypassed the triggers, say
+        connection.exec_driver_sql("UPDATE om_rollup_count SET accounts = accounts + 5,"
+                                   " project_state = NULL")
+    assert summary_equals_live(stack)[0] != summary_equals_live(stack)[1]
+    with owner.begin() as connection:
+        assert rebuild_account_counts(connection) > 0
+    owner.dispose()
+    summary, live = summary_equals_live(stack)
+    assert summary == live
