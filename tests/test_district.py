@@ -314,8 +314,13 @@ def test_a_plugins_figures_show_as_cards_and_columns_for_the_tenants_the_user_re
         stack: Any, tenant_ids: dict[str, int]) -> None:
     from onemeter.app import create_app
 
+    seen_scopes = []
+
     @hookimpl
     def onemeter_rollup_metrics(tenant_ids: list[int], as_of: dt.date) -> list[RollupMetric]:
+        from onemeter.tenancy import current_scope
+
+        seen_scopes.append(current_scope())
         return [RollupMetric("tally_money", "试算资金", "元",
                              {t: Decimal("1234.5") * t for t in tenant_ids}, "tally"),
                 RollupMetric("tally_cases", "试算案件", "件", {t: 7 for t in tenant_ids})]
@@ -336,6 +341,8 @@ def test_a_plugins_figures_show_as_cards_and_columns_for_the_tenants_the_user_re
     assert f"{total:,.2f} 元" not in mine and "7 件" in mine and "28 件" not in mine
     water = signed_in(app, "water", PASSWORD).get("/district/").get_data(as_text=True)
     assert "试算资金" not in water
+    # Called read-only: over every tenant for the district, over its own for a sub-district.
+    assert [(s.read, s.write) for s in seen_scopes] == [(None, None), (frozenset({own}), None)]
 
 
 def test_without_plugin_figures_the_page_has_no_plugin_columns(

@@ -17,6 +17,7 @@ from flask import abort, current_app, request
 from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.security.decorators import permission_name
 
+from onemeter.database import db
 from onemeter.district import bulletin, service
 from onemeter.district.models import RollupCount  # noqa: F401 - the table's model
 from onemeter.formatting import count, local_date, money, percent
@@ -33,7 +34,7 @@ from onemeter.security import (
     TENANT_STAFF,
     UTILITY_STAFF,
 )
-from onemeter.tenancy import current_scope
+from onemeter.tenancy import TenantScope, current_scope, use_scope
 from onemeter.utilities import utility_choices
 from onemeter.views import xlsx_download
 
@@ -53,16 +54,22 @@ def _today() -> dt.date:
 def plugin_metrics(tenant_ids: list[int], as_of: dt.date) -> list[RollupMetric]:
     """The plugins' figures (`onemeter_rollup_metrics`) for the readable tenants only.
 
-    Called under the request's own scope: a sub-district's user gets its own figures, even
-    from a plugin that would report more. Utility staff get none (they are not utility
-    figures).
+    Called under a read-only scope over the tenants the user reads (all of them for the
+    district viewer), and the answer is filtered to them again: a sub-district's user gets
+    its own figures, even from a plugin that would report more. Utility staff get none
+    (they are not utility figures).
     """
-    if current_scope().utility is not None or not tenant_ids:
+    scope = current_scope()
+    if scope.utility is not None or not tenant_ids:
         return []
     pm = current_app.extensions["onemeter_plugins"]
     wanted = set(tenant_ids)
+    # Read-only (no write tenant) over what the user reads: a plugin cannot write on a GET.
+    readonly = TenantScope(scope.read, None, scope.orm_enforced, label="rollup-metrics")
+    with use_scope(readonly, db.session):
+        answers = pm.hook.onemeter_rollup_metrics(tenant_ids=list(tenant_ids), as_of=as_of)
     metrics = []
-    for answer in pm.hook.onemeter_rollup_metrics(tenant_ids=list(tenant_ids), as_of=as_of):
+    for answer in answers:
         for metric in answer or []:
             values = {t: v for t, v in metric.values.items() if t in wanted}
             metrics.append(RollupMetric(metric.code, metric.label, metric.unit, values,
