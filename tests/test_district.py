@@ -20,7 +20,7 @@ from flask import Flask
 
 from onemeter.database import db
 from onemeter.district import service
-from onemeter.district.models import COUNT_COLUMNS, LIVE_COUNTS_SQL
+from onemeter.district.models import COUNT_COLUMNS, LIVE_COUNTS_SQL, RollupCount
 from onemeter.district.service import Figures, RollupKey
 from onemeter.plugins import PluginInfo, RollupMetric, hookimpl
 from onemeter.registry.models import ACCOUNT_STATUSES, Community, Household, MeterAccount
@@ -563,5 +563,28 @@ def test_rebuilding_the_summary_repairs_it_from_the_rows(
     with owner.begin() as connection:
         assert rebuild_account_counts(connection) > 0
     owner.dispose()
+    summary, live = summary_equals_live(stack)
+    assert summary == live
+
+
+@pytest.mark.postgres
+def test_a_deleted_community_takes_its_summary_rows_along(
+        app: Flask, stack: Any, tenant_ids: dict[str, int]) -> None:
+    tenant = tenant_ids["pingxi"]
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        community = Community(tenant_id=tenant, name=f"拆除{uuid.uuid4().hex[:8]}")
+        household = Household(tenant_id=tenant, community=community, room="101")
+        project = RetrofitProject(tenant_id=tenant, community=community, utility="water")
+        account = MeterAccount(tenant_id=tenant, household=household, utility="water")
+        db.session.add_all([project, account])
+        db.session.commit()
+        community_id = community.id
+        assert db.session.query(RollupCount).filter_by(community_id=community_id).count() == 1
+        for row in (account, project, household, community):
+            db.session.delete(row)
+            db.session.flush()
+        db.session.commit()
+        assert db.session.query(RollupCount).filter_by(community_id=community_id).count() == 0
+        db.session.remove()
     summary, live = summary_equals_live(stack)
     assert summary == live

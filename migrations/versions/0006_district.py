@@ -85,6 +85,9 @@ FUNCTIONS = {
     "om_rollup_project_insert": _PROJECT_SET,
     "om_rollup_project_update": _PROJECT_CLEAR + _PROJECT_SET,
     "om_rollup_project_delete": _PROJECT_CLEAR,
+    # Derived rows have no foreign key (they are no community's dependents): they go here.
+    "om_rollup_community_delete": "DELETE FROM om_rollup_count c USING old_rows o"
+                                  " WHERE c.tenant_id = o.tenant_id AND c.community_id = o.id;",
 }
 TRIGGERS = (
     ("om_rollup_account_insert", "om_meter_account", "INSERT", "NEW TABLE AS new_rows"),
@@ -97,6 +100,7 @@ TRIGGERS = (
     ("om_rollup_project_update", "om_retrofit_project", "UPDATE",
      "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
     ("om_rollup_project_delete", "om_retrofit_project", "DELETE", "OLD TABLE AS old_rows"),
+    ("om_rollup_community_delete", "om_community", "DELETE", "OLD TABLE AS old_rows"),
 )
 
 
@@ -113,7 +117,6 @@ def upgrade():
     sa.Column('active', sa.Integer(), nullable=False),
     sa.Column('closed', sa.Integer(), nullable=False),
     sa.Column('tenant_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['tenant_id', 'community_id'], ['om_community.tenant_id', 'om_community.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['tenant_id'], ['om_tenant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('tenant_id', 'community_id', 'utility', name='uq_om_rollup_count_community_utility'),

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onemeter.database import Model
-from onemeter.tenancy import TenantScoped, tenant_reference
+from onemeter.tenancy import TenantScoped
 
 
 class RollupCount(TenantScoped, Model):
@@ -21,12 +21,14 @@ class RollupCount(TenantScoped, Model):
     others by status.
 
     Maintained by the database (PostgreSQL triggers), never written by the application.
-    Counts may reach 0 and the row stay; rows go with their community (cascade).
+    Counts may reach 0 and the row stay; rows go with their community (a trigger).
     """
 
     __tablename__ = "om_rollup_count"
+    # No foreign key to the community: derived rows must not count as a community's
+    # dependents (the import's undo refuses to delete a community something refers to);
+    # a trigger on om_community removes them with their community instead.
     __tenant_table_args__ = (
-        tenant_reference("community_id", "om_community", ondelete="CASCADE"),
         sa.UniqueConstraint("tenant_id", "community_id", "utility",
                             name="uq_om_rollup_count_community_utility"),
     )
