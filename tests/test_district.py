@@ -343,6 +343,13 @@ def test_a_plugins_figures_show_as_cards_and_columns_for_the_tenants_the_user_re
     assert "试算资金" not in water
     # Called read-only: over every tenant for the district, over its own for a sub-district.
     assert [(s.read, s.write) for s in seen_scopes] == [(None, None), (frozenset({own}), None)]
+    # The monthly bulletin carries them as columns, with their sum in 合计.
+    ws = _sheet(signed_in(app, "district", PASSWORD).get("/district/ranking/bulletin.xlsx").data)
+    headers = [ws.cell(3, c).value for c in range(1, ws.max_column + 1)]
+    money_col = headers.index("试算资金（元）") + 1
+    total_row = next(r for r in range(5, ws.max_row + 1) if ws.cell(r, 2).value == "合计")
+    assert Decimal(str(ws.cell(total_row, money_col).value)) == total
+    assert ws.cell(5, money_col).number_format == "#,##0.00"
 
 
 def test_without_plugin_figures_the_page_has_no_plugin_columns(
@@ -588,3 +595,61 @@ def test_a_deleted_community_takes_its_summary_rows_along(
         db.session.remove()
     summary, live = summary_equals_live(stack)
     assert summary == live
+
+
+# --- published bulletins ------------------------------------------------------------------
+
+def test_a_published_bulletin_is_frozen_once_per_month_and_handed_out_byte_for_byte(
+        app: Flask, login: Callable[..., Any], tenant_ids: dict[str, int]) -> None:
+    import hashlib
+
+    from onemeter.district.models import BulletinSnapshot
+
+    district = login("district")
+    month = "2022-03"
+    response = district.post("/district/bulletins/publish", data={"month": month},
+                             follow_redirects=True)
+    assert "已发布2022年3月通报（判断日期 2022年3月31日" in response.get_data(as_text=True)
+    with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        snapshot = db.session.query(BulletinSnapshot).filter_by(month=month).one()
+        pk, stored, digest = snapshot.id, snapshot.workbook, snapshot.sha256
+        assert snapshot.published_by == "district" and len(snapshot.data["ranking"]) == 4
+        db.session.remove()
+    assert hashlib.sha256(stored).hexdigest() == digest
+    first = district.get(f"/district/bulletins/{pk}.xlsx")
+    assert first.data == stored and _sheet(first.data)["A1"].value.endswith("（2022年3月）")
+
+    seed_random(app, tenant_ids["pingqiao"], random.Random(11), 2)  # the ledgers move on
+    assert district.get(f"/district/bulletins/{pk}.xlsx").data == stored
+    again = district.post("/district/bulletins/publish", data={"month": month},
+                          follow_redirects=True).get_data(as_text=True)
+    assert "发布后不可修改或重复发布" in again
+    future = district.post("/district/bulletins/publish", data={"month": "2099-01"},
+                           follow_redirects=True).get_data(as_text=True)
+    assert "尚未开始" in future
+    wrong = district.post("/district/bulletins/publish", data={"month": "三月"},
+                          follow_redirects=True).get_data(as_text=True)
+    assert "月份格式应为" in wrong
+    with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        assert db.session.query(BulletinSnapshot).count() == 1
+        db.session.remove()
+    page = district.get("/district/bulletins/").get_data(as_text=True)
+    assert "2022年3月" in page and digest[:16] in page
+
+
+def test_only_the_district_office_publishes_and_only_it_and_the_admin_read_bulletins(
+        app: Flask, login: Callable[..., Any]) -> None:
+    admin = login("admin")
+    assert admin.get("/district/bulletins/").status_code == 200
+    assert 'name="month"' not in admin.get("/district/bulletins/").get_data(as_text=True)
+    assert admin.post("/district/bulletins/publish", data={"month": "2021-08"}
+                      ).status_code in (302, 403)
+    for username in ("pingqiao_admin", "pingqiao_staff", "finance", "water"):
+        client = login(username)
+        assert client.get("/district/bulletins/").status_code in (302, 403), username
+        client.post("/district/bulletins/publish", data={"month": "2021-08"})
+    from onemeter.district.models import BulletinSnapshot
+
+    with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        assert db.session.query(BulletinSnapshot).filter_by(month="2021-08").count() == 0
+        db.session.remove()

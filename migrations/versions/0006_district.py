@@ -1,4 +1,5 @@
-"""district rollups: per community × utility the project state and accounts by status, kept by triggers
+"""district rollups (per community × utility the project state and accounts by status, kept by
+triggers) and published bulletins
 
 Revision ID: 0006_district
 Revises: 0005_reconcile
@@ -126,6 +127,19 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_om_rollup_count_tenant_id'), ['tenant_id'], unique=False)
     for table in TENANT_TABLES:
         enable_tenant_rls(op, table)
+    # Published bulletins: district-wide (like the plan targets), no tenant, never changed.
+    op.create_table('om_bulletin_snapshot',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('month', sa.String(length=7), nullable=False),
+    sa.Column('as_of', sa.Date(), nullable=False),
+    sa.Column('published_at', sa.DateTime(), nullable=False),
+    sa.Column('published_by', sa.String(length=128), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.Column('workbook', sa.LargeBinary(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('month')
+    )
     if op.get_bind().dialect.name != "postgresql":
         return
     for name, body in FUNCTIONS.items():
@@ -160,6 +174,7 @@ def downgrade():
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
         for name in FUNCTIONS:
             op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    op.drop_table('om_bulletin_snapshot')
     for table in TENANT_TABLES:
         disable_tenant_rls(op, table)
     with op.batch_alter_table('om_rollup_count', schema=None) as batch_op:

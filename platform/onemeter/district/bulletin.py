@@ -20,6 +20,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from onemeter.district.service import Figures, Ranking
 from onemeter.exports import safe_cell
+from onemeter.plugins import RollupMetric
 from onemeter.registry.categories import category_label
 
 OFFICE = "平桥区“一户一表”改造工作领导小组办公室"
@@ -29,6 +30,7 @@ _CENTER = Alignment(horizontal="center", vertical="center", wrap_text=True)
 _TOTAL_FILL = PatternFill("solid", fgColor="F2F2F2")
 INT = "#,##0"
 PCT = "0.0%"
+MONEY = "#,##0.00"
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -97,19 +99,22 @@ _UTILITY_SUB = ("改造项目", "已接收", "摸底户数", "自愿不改造", 
 
 def monthly_bulletin(ranking: list[Ranking], by_tenant_utility: dict[tuple[int, str], Figures],
                      utilities: dict[str, str], overdue_total: int, formula: str,
-                     today: dt.date) -> bytes:
-    """月度通报: each sub-district by rank, per utility, with overdue items and score."""
+                     today: dt.date, metrics: Sequence[RollupMetric] = ()) -> bytes:
+    """月度通报: each sub-district by rank, per utility, with overdue items, score and the
+    plugins' figures (one column each, 合计 their sum)."""
     wb = Workbook()
     ws = wb.active
     ws.title = f"{today.year}年{today.month}月通报"
     codes = list(utilities)
-    width = 2 + 6 * len(codes) + 2
+    width = 2 + 6 * len(codes) + 2 + len(metrics)
     top = [("名次", 1), ("办事处", 1), *((utilities[c], 6) for c in codes), ("逾期事项", 1),
-           ("得分", 1)]
-    sub: list[str | None] = [None, None, *(_UTILITY_SUB * len(codes)), None, None]
+           ("得分", 1), *((f"{m.label}（{m.unit}）", 1) for m in metrics)]
+    sub: list[str | None] = [None, None, *(_UTILITY_SUB * len(codes)), None, None,
+                             *(None for _ in metrics)]
     row = _heading(ws, f"平桥区“一户一表”改造工作进展通报（{today.year}年{today.month}月）",
                    OFFICE, today, width, top, sub)
-    formats = [None, None, *((INT, INT, INT, INT, INT, PCT) * len(codes)), INT, "0.0"]
+    formats = [None, None, *((INT, INT, INT, INT, INT, PCT) * len(codes)), INT, "0.0",
+               *(MONEY if m.unit == "元" else INT for m in metrics)]
     totals = {c: Figures() for c in codes}
     for r in ranking:
         values: list[Any] = [r.rank, r.tenant_name]
@@ -118,19 +123,21 @@ def monthly_bulletin(ranking: list[Ranking], by_tenant_utility: dict[tuple[int, 
             totals[code].add(f)
             values += [f.communities, f.accepted, f.households, f.opted_out, f.done,
                        _ratio(f.done, f.denominator)]
-        _row(ws, row, [*values, r.overdue, float(r.score)], formats)
+        _row(ws, row, [*values, r.overdue, float(r.score),
+                       *(m.values.get(r.tenant_id) for m in metrics)], formats)
         row += 1
     values = ["", "合计"]
     for code in codes:
         f = totals[code]
         values += [f.communities, f.accepted, f.households, f.opted_out, f.done,
                    _ratio(f.done, f.denominator)]
-    _row(ws, row, [*values, overdue_total, None], formats, total=True)
+    _row(ws, row, [*values, overdue_total, None, *(m.total() for m in metrics)], formats,
+         total=True)
     ws.cell(row + 2, 1, safe_cell(f"说明：{formula}。户完成率不含自愿不改造户。"))
     ws.merge_cells(start_row=row + 2, start_column=1, end_row=row + 2, end_column=width)
     ws.cell(row + 2, 1).alignment = Alignment(wrap_text=True, vertical="top")
     ws.row_dimensions[row + 2].height = 45
-    _widths(ws, [6, 18, *([9, 8, 10, 10, 10, 9] * len(codes)), 9, 8])
+    _widths(ws, [6, 18, *([9, 8, 10, 10, 10, 9] * len(codes)), 9, 8, *(16 for _ in metrics)])
     return _save(wb)
 
 

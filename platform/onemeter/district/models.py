@@ -1,12 +1,15 @@
-"""The rollups' summary table: per community × utility, the project's state and the meter
-accounts counted by status.
+"""The rollups' summary table (per community × utility, the project's state and the meter
+accounts counted by status) and the published bulletins.
 
-On PostgreSQL, statement-level triggers on 户表 and 住户 keep it equal to the base rows under
+On PostgreSQL, statement-level triggers on 户表, 住户, 改造项目 and 小区 keep the summary equal to
+the base rows under
 concurrent edits (see migration 0006_district); SQLite, the small embedded default, reads the
 base rows instead. `rebuild_account_counts` recomputes it from scratch (bulk loads, repairs).
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -100,3 +103,27 @@ def rebuild_account_counts(connection: sa.Connection) -> int:
         " set_config('app.write_tenant_id', %(w)s, true)",
         {"a": saved[0] or "", "w": saved[1] or ""})
     return written
+
+
+class BulletinSnapshot(Model):
+    """A published monthly bulletin (月度通报), frozen as the office published it.
+
+    The figures (JSON) and the workbook (bytes, with its SHA-256) are stored, so the
+    bulletin of any month can be handed out again exactly as it went out, whatever changed
+    in the ledgers since. District-wide like the plan targets: no tenant, read and
+    published by the district office only. Never updated or deleted by the application.
+    """
+
+    __tablename__ = "om_bulletin_snapshot"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    #: "2026-11": one bulletin per month.
+    month: Mapped[str] = mapped_column(sa.String(7), nullable=False, unique=True)
+    #: The day the figures were judged on (deadlines, trends): the month's last day, or the
+    #: publication day for the current month.
+    as_of: Mapped[dt.date] = mapped_column(sa.Date, nullable=False)
+    published_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=False)
+    published_by: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    data: Mapped[dict] = mapped_column(sa.JSON, nullable=False)
+    workbook: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    sha256: Mapped[str] = mapped_column(sa.String(64), nullable=False)

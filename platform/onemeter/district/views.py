@@ -9,18 +9,22 @@ sub-districts (no plugin figures, no ranking); finance has no page here (funding
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
-from flask import abort, current_app, request
+import sqlalchemy as sa
+from flask import abort, current_app, flash, g, redirect, request, url_for
 from flask_appbuilder import BaseView, expose, has_access
 from flask_appbuilder.security.decorators import permission_name
+from werkzeug.wrappers import Response
 
 from onemeter.database import db
 from onemeter.district import bulletin, service
-from onemeter.district.models import RollupCount  # noqa: F401 - the table's model
-from onemeter.formatting import count, local_date, money, percent
+from onemeter.district.models import BulletinSnapshot
+from onemeter.formatting import count, local_date, local_datetime, money, percent
 from onemeter.plugins import RollupMetric, hookimpl
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
 from onemeter.registry.models import Community
@@ -249,6 +253,38 @@ class DistrictOverdueView(BaseView):
             **_helpers())
 
 
+def build_bulletin(session: Any, enabled: set[str] | None, today: dt.date
+                   ) -> tuple[dict[str, Any], bytes]:
+    """The monthly bulletin as of `today`: its figures (JSON-ready) and its workbook."""
+    utilities = dict(utility_choices(enabled))
+    codes = service.allowed_utilities(utilities)
+    tenants = tenant_options(session)
+    cells = service.rollup(session, codes)
+    items = service.overdue_items(session, today, codes)
+    events = service.accepted_events(session, codes, since=today - dt.timedelta(days=60))
+    ranking = service.rankings(session, cells, items, events, tenants, today)
+    metrics = plugin_metrics([t for t, _ in tenants], today)
+    per_utility = service.totals(cells, lambda k: (k.tenant_id, k.utility))
+    names = {c: utilities[c] for c in codes}
+    body = bulletin.monthly_bulletin(ranking, per_utility, names, len(items),
+                                     service.SCORE_FORMULA, today, metrics)
+    data = {
+        "as_of": today.isoformat(), "formula": service.SCORE_FORMULA, "utilities": names,
+        "overdue": len(items),
+        "ranking": [{"rank": r.rank, "tenant_id": r.tenant_id, "tenant": r.tenant_name,
+                     "score": str(r.score), "overdue": r.overdue, "trend": r.trend,
+                     "utilities": {c: {f: getattr(per_utility.get((r.tenant_id, c),
+                                                                  service.Figures()), f)
+                                       for f in ("communities", "accepted", "households",
+                                                 "opted_out", "done")} for c in codes}}
+                    for r in ranking],
+        "metrics": [{"code": m.code, "label": m.label, "unit": m.unit, "plugin": m.plugin,
+                     "values": {str(t): str(v) for t, v in m.values.items()},
+                     "total": str(m.total())} for m in metrics],
+    }
+    return data, body
+
+
 class DistrictRankingView(BaseView):
     """考核排名: sub-districts by the assessment score, its formula shown on the page."""
 
@@ -280,20 +316,89 @@ class DistrictRankingView(BaseView):
     @has_access
     @permission_name("list")
     def bulletin(self) -> Any:
-        """月度通报 as .xlsx: the ranking, per utility, as of `?as_of` (default today)."""
+        """月度通报 as .xlsx from the current figures, judged as of `?as_of` (default today);
+        a published (frozen) one is under 已发布通报."""
         today = _today()
-        session = self.appbuilder.session
-        utilities = dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
-        codes = service.allowed_utilities(utilities)
-        cells = service.rollup(session, codes)
-        items = service.overdue_items(session, today, codes)
-        events = service.accepted_events(session, codes, since=today - dt.timedelta(days=60))
-        ranking = service.rankings(session, cells, items, events, tenant_options(session),
-                                   today)
-        body = bulletin.monthly_bulletin(
-            ranking, service.totals(cells, lambda k: (k.tenant_id, k.utility)),
-            {c: utilities[c] for c in codes}, len(items), service.SCORE_FORMULA, today)
+        _data, body = build_bulletin(self.appbuilder.session,
+                                     self.appbuilder.sm.enabled_plugins(), today)
         return xlsx_download(body, f"bulletin-{today:%Y-%m}.xlsx")
+
+
+class BulletinSnapshotView(BaseView):
+    """已发布通报: the office publishes a month's bulletin once; it is stored frozen (figures
+    and workbook with its SHA-256) and handed out again byte for byte."""
+
+    route_base = "/district/bulletins"
+    default_view = "index"
+    om_roles = {DISTRICT_VIEWER: ("can_list", "can_publish"), PLATFORM_ADMIN: ("can_list",)}
+    base_permissions = ["can_list", "can_publish"]
+    om_matrix_pages = ("/district/bulletins/",)
+
+    @expose("/")
+    @has_access
+    @permission_name("list")
+    def index(self) -> Any:
+        snapshots = (self.appbuilder.session.query(BulletinSnapshot)
+                     .order_by(BulletinSnapshot.month.desc()).all())
+        today = beijing_today()
+        return self.render_template(
+            "onemeter/district_bulletins.html", title="已发布通报", snapshots=snapshots,
+            this_month=f"{today:%Y-%m}", local_datetime=local_datetime,
+            can_publish=self.appbuilder.sm.has_access("can_publish",
+                                                      self.class_permission_name),
+            **_helpers())
+
+    @expose("/publish", methods=["POST"])
+    @has_access
+    @permission_name("publish")
+    def publish(self) -> Response:
+        """Publish the month's bulletin from the current figures, judged on the month's last
+        day (or today, for the current month). Once per month; never changed after."""
+        month = (request.form.get("month") or "").strip()
+        back = redirect(url_for(f"{self.__class__.__name__}.index"))
+        try:
+            first = dt.date.fromisoformat(f"{month}-01")
+        except ValueError:
+            flash("月份格式应为 年-月，如 2026-11", "danger")
+            return back
+        today = beijing_today()
+        if first > today:
+            flash(f"{first.year}年{first.month}月尚未开始，不能发布该月通报", "danger")
+            return back
+        session = self.appbuilder.session
+        label = f"{first.year}年{first.month}月"
+        existing = session.query(BulletinSnapshot).filter_by(month=month).first()
+        if existing is not None:
+            flash(f"{label}的通报已于 {local_datetime(existing.published_at)} 由 "
+                  f"{existing.published_by} 发布，发布后不可修改或重复发布", "danger")
+            return back
+        last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+        as_of = min(last, today)
+        data, body = build_bulletin(session, self.appbuilder.sm.enabled_plugins(), as_of)
+        digest = hashlib.sha256(body).hexdigest()
+        session.add(BulletinSnapshot(
+            month=month, as_of=as_of, data=data, workbook=body, sha256=digest,
+            published_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            published_by=g.user.username))
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:  # a second click or a colleague was faster
+            session.rollback()
+            flash(f"{label}的通报已经发布，发布后不可修改或重复发布", "danger")
+            return back
+        flash(f"已发布{label}通报（判断日期 {local_date(as_of)}，SHA-256 {digest[:16]}…）",
+              "success")
+        return back
+
+    @expose("/<int:pk>.xlsx")
+    @has_access
+    @permission_name("list")
+    def download(self, pk: int) -> Response:
+        """The workbook exactly as published."""
+        snapshot = self.appbuilder.session.get(BulletinSnapshot, pk)
+        if snapshot is None:
+            abort(404)
+        return xlsx_download(snapshot.workbook, f"bulletin-{snapshot.month}-published.xlsx")
 
 
 @hookimpl
@@ -303,3 +408,5 @@ def onemeter_register_views(registrar: Any) -> None:
     registrar.add_view(DistrictOverdueView, "逾期与倒排工期", category=CATEGORY,
                        icon="fa-clock-o")
     registrar.add_view(DistrictRankingView, "考核排名", category=CATEGORY, icon="fa-trophy")
+    registrar.add_view(BulletinSnapshotView, "已发布通报", category=CATEGORY,
+                       icon="fa-archive")
