@@ -31,6 +31,7 @@ SHOTS = [
     ("district-dashboard", "district", "/district/"),
     ("district-overdue", "district", "/district/overdue/"),
     ("district-ranking", "district", "/district/ranking/"),
+    ("district-bulletins", "district", "/district/bulletins/?publish"),
 ]
 #: Pages shot whole, not only the first screen (the dashboard's charts are below its tables).
 FULL_PAGE = {"district-dashboard"}
@@ -69,6 +70,9 @@ def main() -> None:
                 page.wait_for_load_state("networkidle")
             if path.endswith("?open-awaiting"):  # a project waiting for the utility's inspection
                 page.click("table.om-progress a:has-text('待专营单位查验')")
+                page.wait_for_load_state("networkidle")
+            if path.endswith("?publish"):  # publish this month's bulletin, then show the list
+                page.click("text=发布该月通报")
                 page.wait_for_load_state("networkidle")
             page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project") or name in FULL_PAGE)
             page.close()

@@ -638,6 +638,7 @@ def test_a_published_bulletin_is_frozen_once_per_month_and_handed_out_byte_for_b
         db.session.remove()
     page = district.get("/district/bulletins/").get_data(as_text=True)
     assert "2022年3月" in page and digest[:16] in page
+    assert 'value="2022-03"' not in page and 'value="2022-04"' in page  # no longer offered
 
 
 def test_only_the_district_office_publishes_and_only_it_and_the_admin_read_bulletins(

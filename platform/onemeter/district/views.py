@@ -341,9 +341,15 @@ class BulletinSnapshotView(BaseView):
         snapshots = (self.appbuilder.session.query(BulletinSnapshot)
                      .order_by(BulletinSnapshot.month.desc()).all())
         today = beijing_today()
+        published = {s.month for s in snapshots}
+        months, cursor = [], today.replace(day=1)
+        while cursor >= dt.date(2021, 7, 1):  # from this month back to the plan's issue
+            if f"{cursor:%Y-%m}" not in published:
+                months.append((f"{cursor:%Y-%m}", f"{cursor.year}年{cursor.month}月"))
+            cursor = (cursor - dt.timedelta(days=1)).replace(day=1)
         return self.render_template(
             "onemeter/district_bulletins.html", title="已发布通报", snapshots=snapshots,
-            this_month=f"{today:%Y-%m}", local_datetime=local_datetime,
+            months=months, local_datetime=local_datetime,
             can_publish=self.appbuilder.sm.has_access("can_publish",
                                                       self.class_permission_name),
             **_helpers())
