@@ -657,3 +657,44 @@ def test_only_the_district_office_publishes_and_only_it_and_the_admin_read_bulle
     with app.app_context(), use_scope(TenantScope.all_read_only(), db.session):
         assert db.session.query(BulletinSnapshot).filter_by(month="2021-08").count() == 0
         db.session.remove()
+
+
+# --- meeting and supervision records ------------------------------------------------------
+
+def test_the_office_records_meetings_and_inspections_and_refuses_what_cannot_be(
+        app: Flask, login: Callable[..., Any]) -> None:
+    from onemeter.district.models import DistrictRecord
+
+    district = login("district")
+    title = f"第{uuid.uuid4().hex[:4]}次工作例会"
+    form = {"kind": "meeting", "held_on": "2021-08-05", "title": title,
+            "participants": "领导小组办公室、各办事处、区纪委监委室主任",
+            "concerns": "平桥办事处", "content": "倒排工期，9月底前完成摸底",
+            "follow_up_by": "2021-09-30"}
+    district.post("/district/records/add", data=form, follow_redirects=True)
+    page = district.get("/district/records/list/").get_data(as_text=True)
+    assert title in page and "2021年8月5日" in page and "工作例会" in page
+    with app.app_context():
+        record = db.session.query(DistrictRecord).filter_by(title=title).one()
+        assert record.recorded_by == "district" and record.recorded_at is not None
+        db.session.remove()
+
+    for bad, message in (({"held_on": "2099-01-01"}, "日期不能晚于今天"),
+                         ({"follow_up_by": "2021-08-01"}, "不能早于"),
+                         ({"content": "  "}, "必须填写")):
+        answer = district.post("/district/records/add",
+                               data={**form, "title": f"{title}-{message}", **bad},
+                               follow_redirects=True).get_data(as_text=True)
+        assert message in answer
+    with app.app_context():
+        assert db.session.query(DistrictRecord).filter(
+            DistrictRecord.title.like(f"{title}%")).count() == 1
+        db.session.remove()
+
+    admin = login("admin")
+    assert title in admin.get("/district/records/list/").get_data(as_text=True)
+    assert admin.get("/district/records/add").status_code in (302, 403)
+    for username in ("pingqiao_admin", "pingqiao_staff", "finance", "water"):
+        response = login(username).get("/district/records/list/")
+        assert response.status_code in (302, 403) and title not in response.get_data(
+            as_text=True), username

@@ -1,5 +1,5 @@
 """district rollups (per community × utility the project state and accounts by status, kept by
-triggers) and published bulletins
+triggers), published bulletins, meeting and supervision records
 
 Revision ID: 0006_district
 Revises: 0005_reconcile
@@ -140,6 +140,20 @@ def upgrade():
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('month')
     )
+    # Meeting and supervision records of the office: district-wide, no tenant.
+    op.create_table('om_district_record',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.Enum('meeting', 'coordination', 'inspection', name='ck_om_district_record_kind', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('held_on', sa.Date(), nullable=False),
+    sa.Column('title', sa.String(length=200), nullable=False),
+    sa.Column('participants', sa.Text(), nullable=True),
+    sa.Column('concerns', sa.String(length=200), nullable=True),
+    sa.Column('content', sa.Text(), nullable=False),
+    sa.Column('follow_up_by', sa.Date(), nullable=True),
+    sa.Column('recorded_by', sa.String(length=128), nullable=True),
+    sa.Column('recorded_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
     if op.get_bind().dialect.name != "postgresql":
         return
     for name, body in FUNCTIONS.items():
@@ -174,6 +188,7 @@ def downgrade():
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
         for name in FUNCTIONS:
             op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+    op.drop_table('om_district_record')
     op.drop_table('om_bulletin_snapshot')
     for table in TENANT_TABLES:
         disable_tenant_rls(op, table)

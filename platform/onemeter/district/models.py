@@ -127,3 +127,40 @@ class BulletinSnapshot(Model):
     data: Mapped[dict] = mapped_column(sa.JSON, nullable=False)
     workbook: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
     sha256: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+
+
+#: 六: the office holds a monthly work meeting, ad hoc coordination meetings, and inspects.
+RECORD_KINDS = {"meeting": "工作例会", "coordination": "专题协调会", "inspection": "督导检查"}
+
+
+class DistrictRecord(Model):
+    """A meeting or supervision record of the office (例会、专题协调会、督导检查纪要).
+
+    District-wide, no tenant: read and written by the district office only (a sub-district
+    does not see the minutes). Kept, never deleted through the application.
+    """
+
+    __tablename__ = "om_district_record"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(
+        sa.Enum(*RECORD_KINDS, name="ck_om_district_record_kind", native_enum=False,
+                create_constraint=True, length=16), nullable=False)
+    held_on: Mapped[dt.date] = mapped_column(sa.Date, nullable=False)
+    title: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    #: 参加人员 (六: the district discipline commission's office head is invited).
+    participants: Mapped[str | None] = mapped_column(sa.Text)
+    #: 涉及的办事处或单位, as written in the minutes.
+    concerns: Mapped[str | None] = mapped_column(sa.String(200))
+    #: 议定事项 / 督导发现的问题及整改要求.
+    content: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    follow_up_by: Mapped[dt.date | None] = mapped_column(sa.Date)
+    recorded_by: Mapped[str | None] = mapped_column(sa.String(128))
+    recorded_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+
+    def __repr__(self) -> str:
+        return f"{self.held_on} {self.title}"
+
+    @property
+    def kind_label(self) -> str:
+        return RECORD_KINDS.get(self.kind, self.kind)

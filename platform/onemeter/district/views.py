@@ -17,13 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, g, redirect, request, url_for
-from flask_appbuilder import BaseView, expose, has_access
+from flask_appbuilder import BaseView, ModelView, expose, has_access
+from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import permission_name
 from werkzeug.wrappers import Response
 
 from onemeter.database import db
 from onemeter.district import bulletin, service
-from onemeter.district.models import BulletinSnapshot
+from onemeter.district.models import RECORD_KINDS, BulletinSnapshot, DistrictRecord
 from onemeter.formatting import count, local_date, local_datetime, money, percent
 from onemeter.plugins import RollupMetric, hookimpl
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
@@ -407,6 +408,55 @@ class BulletinSnapshotView(BaseView):
         return xlsx_download(snapshot.workbook, f"bulletin-{snapshot.month}-published.xlsx")
 
 
+class DistrictRecordView(ModelView):
+    """工作记录: the office's meeting minutes and supervision records (六: a monthly work
+    meeting, coordination meetings as needed, inspections). Added and corrected by the
+    district office, read by the platform admin; kept (no delete)."""
+
+    datamodel = SQLAInterface(DistrictRecord)
+    route_base = "/district/records"
+    om_roles = {DISTRICT_VIEWER: ("can_list", "can_show", "can_add", "can_edit"),
+                PLATFORM_ADMIN: ("can_list", "can_show")}
+    base_permissions = ["can_list", "can_show", "can_add", "can_edit"]
+    list_title = show_title = "工作记录"
+    add_title = "新增工作记录"
+    edit_title = "修改工作记录"
+    list_columns = ["held_on", "kind_label", "title", "concerns", "follow_up_by",
+                    "recorded_by"]
+    show_columns = ["held_on", "kind_label", "title", "participants", "concerns", "content",
+                    "follow_up_by", "recorded_by", "recorded_at"]
+    add_columns = edit_columns = ["kind", "held_on", "title", "participants", "concerns",
+                                  "content", "follow_up_by"]
+    search_columns = ["kind", "held_on", "title", "concerns"]
+    label_columns = {"held_on": "日期", "kind": "类型", "kind_label": "类型", "title": "事由",
+                     "participants": "参加人员", "concerns": "涉及办事处或单位",
+                     "content": "议定事项或督导发现的问题", "follow_up_by": "落实或整改时限",
+                     "recorded_by": "记录人", "recorded_at": "记录时间"}
+    description_columns = {"kind": "meeting 工作例会、coordination 专题协调会、"
+                                   "inspection 督导检查"}
+    formatters_columns = {"held_on": local_date, "follow_up_by": local_date,
+                          "recorded_at": local_datetime}
+    base_order = ("held_on", "desc")
+
+    def pre_add(self, item: DistrictRecord) -> None:
+        today = beijing_today()
+        if item.kind not in RECORD_KINDS:
+            raise ValueError(f"类型只能是：{'、'.join(RECORD_KINDS.values())}")
+        if item.held_on is None or item.held_on > today:
+            raise ValueError("日期不能晚于今天：记录的是已经开过的会、已经做过的督导")
+        if not (item.title or "").strip() or not (item.content or "").strip():
+            raise ValueError("事由和议定事项（或督导发现的问题）必须填写")
+        if item.follow_up_by is not None and item.follow_up_by < item.held_on:
+            raise ValueError("落实或整改时限不能早于会议或督导的日期")
+        item.recorded_by = g.user.username
+        item.recorded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+    def pre_update(self, item: DistrictRecord) -> None:
+        recorded_by, recorded_at = item.recorded_by, item.recorded_at
+        self.pre_add(item)
+        item.recorded_by, item.recorded_at = recorded_by, recorded_at
+
+
 @hookimpl
 def onemeter_register_views(registrar: Any) -> None:
     registrar.add_view(DistrictRollupView, "改造汇总", category=CATEGORY, icon="fa-bar-chart",
@@ -416,3 +466,4 @@ def onemeter_register_views(registrar: Any) -> None:
     registrar.add_view(DistrictRankingView, "考核排名", category=CATEGORY, icon="fa-trophy")
     registrar.add_view(BulletinSnapshotView, "已发布通报", category=CATEGORY,
                        icon="fa-archive")
+    registrar.add_view(DistrictRecordView, "工作记录", category=CATEGORY, icon="fa-book")
