@@ -28,7 +28,13 @@ SHOTS = [
     ("district-home", "district", "/"),
     ("district-progress", "district", "/retrofit/progress/"),
     ("admin-tenants", "admin", "/tenants/list/"),
+    ("district-dashboard", "district", "/district/"),
+    ("district-overdue", "district", "/district/overdue/"),
+    ("district-ranking", "district", "/district/ranking/"),
+    ("district-bulletins", "district", "/district/bulletins/?publish"),
 ]
+#: Pages shot whole, not only the first screen (the dashboard's charts are below its tables).
+FULL_PAGE = {"district-dashboard"}
 
 
 def main() -> None:
@@ -65,7 +71,10 @@ def main() -> None:
             if path.endswith("?open-awaiting"):  # a project waiting for the utility's inspection
                 page.click("table.om-progress a:has-text('待专营单位查验')")
                 page.wait_for_load_state("networkidle")
-            page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project"))
+            if path.endswith("?publish"):  # publish this month's bulletin, then show the list
+                page.click("text=发布该月通报")
+                page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(OUT / f"{name}.png"), full_page=name.endswith("project") or name in FULL_PAGE)
             page.close()
         for context in contexts.values():
             context.close()

@@ -3,7 +3,7 @@
 import datetime as dt
 from decimal import Decimal
 
-from onemeter.formatting import count, local_date, local_datetime, money, yes_no
+from onemeter.formatting import count, local_date, local_datetime, money, percent, yes_no
 
 
 def test_recorded_utc_times_are_shown_in_beijing_time():
@@ -22,3 +22,11 @@ def test_dates_counts_and_flags_read_as_chinese():
     assert local_date(dt.date(2021, 7, 7)) == "2021年7月7日"
     assert count(42000) == "42,000"
     assert (yes_no(True), yes_no(False)) == ("是", "否")
+
+
+def test_percentages_round_half_up_and_say_so_when_there_is_no_whole():
+    assert percent(1, 8) == "12.5%"
+    assert percent(1, 16) == "6.3%"  # 6.25 half up; float formatting would give 6.2
+    assert percent(2, 3, places=2) == "66.67%"
+    assert percent(5, 0) == "—"
+    assert percent(Decimal("12345"), 100) == "12,345.0%"

@@ -43,3 +43,13 @@ def count(value: int | None) -> str:
 
 def yes_no(value: Any) -> str:
     return "是" if value else "否"
+
+
+def percent(part: int | decimal.Decimal | None, whole: int | decimal.Decimal | None,
+            places: int = 1) -> str:
+    """37.5% for part/whole, rounded half up without float; "—" when there is no whole."""
+    if part is None or not whole:
+        return "—"
+    ratio = decimal.Decimal(part) * 100 / decimal.Decimal(whole)
+    step = decimal.Decimal(1).scaleb(-places)
+    return f"{ratio.quantize(step, rounding=decimal.ROUND_HALF_UP):,}%"

@@ -29,7 +29,7 @@ hookimpl = pluggy.HookimplMarker("onemeter")
 DEFAULT_PLUGINS = ("onemeter.views", "onemeter.jobs", "onemeter.registry.views",
                    "onemeter.registry.commands", "onemeter.registry.accounts",
                    "onemeter.retrofit.views", "onemeter.imports.views",
-                   "onemeter.reconcile.views")
+                   "onemeter.reconcile.views", "onemeter.district.views")
 CORE = "core"
 
 

@@ -34,9 +34,9 @@ from tests.support.web import signed_in
 class Target:
     """One registered page or API whose model has tenant-owned rows."""
 
-    kind: str  # "view" or "api"
+    kind: str  # "view", "api" or "page"
     instance: Any
-    model: type
+    model: type | None
 
     @property
     def name(self) -> str:
@@ -44,9 +44,13 @@ class Target:
 
 
 def discover(app: Flask) -> list[Target]:
-    """Every ModelView and ModelRestApi registered, over a tenant-owned model."""
+    """Every ModelView and ModelRestApi registered, over a tenant-owned model, and every
+    other page that lists the URLs it serves in `om_matrix_pages` (reports, dashboards)."""
     targets = []
     for view in app.appbuilder.baseviews:
+        if getattr(view, "om_matrix_pages", None):
+            targets.append(Target("page", view, None))
+            continue
         datamodel = getattr(view, "datamodel", None)
         if datamodel is None or not tenant_owned(datamodel.obj):
             continue
@@ -244,8 +248,25 @@ class Matrix:
         for target in discover(self.app) if targets is None else targets:
             if target.kind == "view":
                 self._view(client, username, target, own, other)
+            elif target.kind == "page":
+                self._page(client, username, target, own, other)
             else:
                 self._api(api_client, username, target, own, other)
+
+    def _page(self, client: FlaskClient, username: str, t: Target, own: int, other: int
+              ) -> None:
+        """A report page (or workbook) never shows another tenant's rows: each URL of
+        `om_matrix_pages` is fetched, `{tenant}` filled with the other tenant's id; with the
+        user's own id, the own rows' marker must show where the user may open the page."""
+        theirs, mine = self.rows.marker[other], self.rows.marker[own]
+        permission = (t.instance.base_permissions or ["can_list"])[0]
+        for template in t.instance.om_matrix_pages:
+            url = template.format(tenant=other)
+            self._case(t, "page", username, theirs in body_text(client.get(url)), url)
+            if "{tenant}" in template and self.allowed(username, t.name, permission):
+                url = template.format(tenant=own)
+                self._control(t, "page", mine in body_text(client.get(url)),
+                              f"own marker {mine} missing from {url}")
 
     def _deletes(self, t: Target, username: str, verb: str, delete: Any, their_pk: Any,
                  own: int, allowed: bool, before: dict[str, Any] | None) -> None:
