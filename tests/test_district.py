@@ -356,9 +356,17 @@ def test_a_plugins_figures_show_as_cards_and_columns_for_the_tenants_the_user_re
 
 
 def test_without_plugin_figures_the_page_has_no_plugin_columns(
-        login: Callable[..., Any]) -> None:
-    page = login("district").get("/district/").get_data(as_text=True)
-    assert 'class="om-metric-col"' not in page
+        stack: Any, tenant_ids: dict[str, int]) -> None:
+    from onemeter.app import create_app
+
+    # Only the two utilities of the plan: no plugin contributes a rollup metric.
+    app = create_app(stack.config(ONEMETER_PLUGINS="water,electricity"))
+    page = signed_in(app, "district", PASSWORD).get("/district/").get_data(as_text=True)
+    assert "供水" in page and 'class="om-metric-col"' not in page
+    # The suite's own app loads funding, litigation and gas: their figures are columns.
+    full = create_app(stack.config())
+    page = signed_in(full, "district", PASSWORD).get("/district/").get_data(as_text=True)
+    assert 'class="om-metric-col"' in page and "以奖代补分配" in page
 
 
 def test_charts_load_echarts_from_our_own_server(login: Callable[..., Any]) -> None:
@@ -509,18 +517,32 @@ def test_monthly_bulletin_reads_back_in_the_government_layout(
     assert "bulletin-2022-06.xlsx" in response.headers["Content-Disposition"]
     ws = _sheet(response.data)
     assert ws["A1"].value == "平桥区“一户一表”改造工作进展通报（2022年6月）"
-    assert "A1:P1" in {str(r) for r in ws.merged_cells.ranges}
-    assert ws["A2"].value.startswith("填报单位：") and ws["P2"].value == "填报日期：2022年6月30日"
+    from openpyxl.utils import get_column_letter as letter
+
+    # 名次, 办事处, six columns per utility the district reads (供电, 燃气 in the suite, 供水),
+    # 逾期事项, 得分, then one column per plugin figure.
+    top = [ws.cell(3, c).value for c in range(1, ws.max_column + 1)]
+    groups = [c for c, v in enumerate(top, start=1) if v in ("供水", "供电", "燃气")]
+    assert {top[c - 1] for c in groups} >= {"供水", "供电"} and groups[0] == 3
+    assert groups == list(range(3, 3 + 6 * len(groups), 6))
+    after = 3 + 6 * len(groups)
+    assert top[after - 1:after + 1] == ["逾期事项", "得分"]
+    last = letter(ws.max_column)
     merged = {str(r) for r in ws.merged_cells.ranges}
-    assert {"A3:A4", "B3:B4", "C3:H3", "I3:N3", "O3:O4", "P3:P4"} <= merged
+    assert f"A1:{last}1" in merged
+    assert ws["A2"].value.startswith("填报单位：")
+    assert ws[f"{last}2"].value == "填报日期：2022年6月30日"
+    assert {"A3:A4", "B3:B4", f"{letter(after)}3:{letter(after)}4"} <= merged
+    assert {f"{letter(c)}3:{letter(c + 5)}3" for c in groups} <= merged
     assert [ws.cell(4, c).value for c in range(3, 9)] == ["改造项目", "已接收", "摸底户数",
                                                           "自愿不改造", "已完成户数", "户完成率"]
     rows = list(ws.iter_rows(min_row=5, max_row=ws.max_row, values_only=True))
     data = [r for r in rows if isinstance(r[0], int)]
     total = next(r for r in rows if r[1] == "合计")
     assert len(data) == 4 and [r[0] for r in data] == [1, 2, 3, 4]
-    for column in (2, 3, 4, 5, 6, 8, 9, 10, 11, 12):  # every count column adds up
-        assert total[column] == sum(r[column] for r in data)
+    counts = [c - 1 + i for c in groups for i in range(5)] + [after - 1]
+    for column in counts:  # every count column adds up
+        assert total[column] == sum(r[column] or 0 for r in data)
     assert ws.cell(5, 8).number_format == "0.0%" and ws.cell(5, 5).number_format == "#,##0"
     assert ws.column_dimensions["B"].width == 18
     assert login("pingqiao_staff").get("/district/ranking/bulletin.xlsx").status_code in (302,
@@ -542,17 +564,21 @@ def test_task_list_lists_the_years_communities_with_subtotals_and_neutralizes_fo
         db.session.commit()
     ws = _sheet(login("district").get("/district/tasks/2021.xlsx").data)
     assert ws["A1"].value == "2021年度“一户一表”改造工作任务清单"
-    assert [ws.cell(3, c).value for c in (1, 2, 3, 4, 5, 7, 9, 10)] == [
-        "序号", "办事处", "小区名称", "类别", "供电", "供水", "责任单位", "完成时限"]
+    top = [ws.cell(3, c).value for c in range(1, ws.max_column + 1)]
+    # Two columns (户数, 进度) per utility the district reads: 供电, 燃气 in the suite, 供水.
+    assert top[:4] == ["序号", "办事处", "小区名称", "类别"]
+    assert top[-2:] == ["责任单位", "完成时限"] and {"供水", "供电"} <= set(top)
+    water = top.index("供水")
     rows = list(ws.iter_rows(min_row=5, values_only=True))
     mine = next(r for r in rows if r[2] and r[2].endswith(hostile))
     assert mine[2] == "'" + hostile  # text, never a formula
     assert all(c.data_type != "f" for row in ws.iter_rows() for c in row)
-    assert mine[6:8] == (1, "完成待接收") and mine[8] == "平东办事处（责任主体）"
-    assert mine[9] == dt.datetime(2021, 12, 31)
+    assert mine[water:water + 2] == (1, "完成待接收") and mine[-2] == "平东办事处（责任主体）"
+    assert mine[-1] == dt.datetime(2021, 12, 31)
     subtotals = [r for r in rows if r[1] and str(r[1]).endswith("小计")]
     total = next(r for r in rows if r[1] == "合计")
-    assert total[6] == sum(r[6] for r in subtotals) and total[4] == sum(r[4] for r in subtotals)
+    for column in range(4, len(top) - 2, 2):  # every utility's households add up
+        assert total[column] == sum(r[column] or 0 for r in subtotals)
     own = _sheet(login("pingxi_staff").get("/district/tasks/2021.xlsx").data)
     names = {r[1] for r in own.iter_rows(min_row=5, values_only=True)}
     assert "平东办事处" not in names and own["A2"].value == "填报单位：平西办事处"

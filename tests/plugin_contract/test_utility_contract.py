@@ -173,7 +173,7 @@ def test_the_plugins_views_are_covered_by_the_access_matrix_without_leaks(
     if not targets:
         return
     # Rows of every tenant model: the plugin's forms refer to the core's (a household …).
-    rows = seed(app, {t.model for t in discover(app)},
+    rows = seed(app, {t.model for t in discover(app) if t.model is not None},
                 [tenant_ids["pingqiao"], tenant_ids["pingxi"]])
     matrix = Matrix(app, rows)
     for username, own, other in (("pingqiao_admin", "pingqiao", "pingxi"),
