@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from onemeter.database import Model
-from onemeter.formatting import BEIJING
+from onemeter.formatting import BEIJING, local_date
 from onemeter.tenancy import Tenant, TenantScoped
 
 
@@ -161,7 +161,7 @@ class DistrictRecord(Model):
     recorded_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
 
     def __repr__(self) -> str:
-        return f"{self.held_on} {self.title}"
+        return f"{local_date(self.held_on)} {self.title}"
 
     @property
     def kind_label(self) -> str:
