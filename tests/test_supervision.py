@@ -8,6 +8,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ import sqlalchemy as sa
 from flask import Flask
 
 from onemeter.database import db
+from onemeter.district import service
 from onemeter.district.models import ActionItem, DistrictRecord, SupervisionNotice, beijing_today
+from onemeter.district.service import Figures
 from onemeter.registry.models import Community
 from onemeter.retrofit.models import RetrofitProject
 from onemeter.tenancy import TenantScope, TenantViolation, use_scope
@@ -45,12 +48,17 @@ def notice(app: Flask, number: str) -> SupervisionNotice | None:
         return found
 
 
-def ranking_row(page: str, tenant_name: str) -> tuple[str, int]:
-    """(score, overdue items) of a sub-district on the ranking page."""
+def ranking_row(page: str, tenant_name: str) -> tuple[Decimal, int, Figures]:
+    """(score, overdue items, the figures the score is computed from) of a sub-district on
+    the ranking page."""
     row = page.split(f">{tenant_name}</a>")[1].split("</tr>")[0]
-    cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+    cells = [c.replace(",", "") for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
     score = re.search(r"<strong>([\d.]+)</strong>", row).group(1)
-    return score, int(cells[3].replace(",", ""))
+    done, denominator = (int(x) for x in re.search(r"（(\d+)/(\d+)）", cells[1]).groups())
+    accepted, projects = (int(x) for x in re.search(r"（(\d+)/(\d+)）", cells[2]).groups())
+    figures = Figures(communities=projects, accepted=accepted, households=denominator,
+                      installed=done)
+    return Decimal(score), int(cells[3]), figures
 
 
 def test_a_notice_to_a_sub_district_is_seen_and_answered_by_it_and_reached_by_no_other(
@@ -98,9 +106,18 @@ def test_a_notice_to_a_sub_district_is_seen_and_answered_by_it_and_reached_by_no
         as_text=True)
     # A correction keeps the day of the first reply.
     login("pingqiao_admin").post(f"/supervision/notices/edit/{created.id}",
-                                 data={"reply": "已完成摸底，报告已报送（附件补正）"})
+                                 data={"reply": "已完成摸底，\n报告已报送（附件补正）"})
     corrected = notice(app, number)
     assert corrected.reply.endswith("（附件补正）") and corrected.replied_by == "pingqiao_staff"
+    # The office corrects its notice; its form sends the reply back as shown (CR LF): kept.
+    district.post(f"/district/notices/edit/{created.id}", data={
+        "number": number, "issued_on": "2021-08-02", "issuer": "inspectorate",
+        "subject": "督办摸底（更正）", "content": "9月底前完成摸底并书面报告",
+        "reply_due": "2021-08-16", "reply": "已完成摸底，\r\n报告已报送（附件补正）",
+        "replied_on": answered.replied_on.isoformat()})
+    kept = notice(app, number)
+    assert kept.subject == "督办摸底（更正）" and kept.reply == corrected.reply
+    assert kept.replied_by == "pingqiao_staff"
 
 
 def test_an_unanswered_notice_is_overdue_and_lowers_the_score_until_answered(
@@ -125,7 +142,14 @@ def test_an_unanswered_notice_is_overdue_and_lowers_the_score_until_answered(
     assert "2021年8月16日" in overdue.split("督办未答复的测试通知")[1].split("</tr>")[0]
     after = ranking_row(district.get(f"/district/ranking/{as_of}").get_data(as_text=True),
                         "平东办事处")
-    assert after[1] == before[1] + 1 and float(after[0]) < float(before[0])
+    # One more overdue item, and the score is the formula's with it (lower, unless the
+    # sub-district's share of overdue items was already full).
+    assert after[1] == before[1] + 1 and after[2] == before[2]
+    assert before[0] == service.assessment_score(before[2], before[1])
+    assert after[0] == service.assessment_score(after[2], after[1]) <= before[0]
+    projects = before[2].communities
+    assert projects and (after[0] < before[0] or before[1] >= projects  # share already full
+                         or 20 / projects < 0.1)  # a step the one-decimal rounding hides
     # Not yet due on 10 August 2021: not overdue then.
     assert "督办未答复的测试通知" not in district.get(
         "/district/overdue/?as_of=2021-08-10").get_data(as_text=True)
@@ -302,3 +326,18 @@ def test_row_level_security_keeps_notices_to_units_and_other_sub_districts_away(
             assert changed == 0
             db.session.rollback()
         db.session.remove()
+
+
+def test_items_addressed_to_units_count_for_no_sub_district_in_the_ranking() -> None:
+    figures = Figures(communities=4, accepted=2, households=10, installed=5)
+    cells = {service.RollupKey(1, "water", 2021, None): figures}
+
+    def late(tenant_id: int | None) -> service.SupervisionItem:
+        return service.SupervisionItem("notice", 1, tenant_id, None, "供水公司", "督办", "文号",
+                                       dt.date(2021, 8, 16), 16)
+
+    ranked = service.rankings(None, cells, [late(1), late(None)], [], [(1, "甲")],
+                              dt.date(2021, 9, 1))
+    # 5/10 × 50 + 2/4 × 30 + (1 − 1/4) × 20 = 25 + 15 + 15
+    assert ranked[0].overdue == 1 and ranked[0].score == Decimal("55.0")
+    assert service.SCORE_FORMULA.count("督办通知") == 1

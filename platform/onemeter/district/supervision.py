@@ -88,9 +88,14 @@ class _NoAutoflush:
         """Refuse (ValueError, in Chinese) or complete an edited row."""
 
 
-def _changed(item: Any, *columns: str) -> bool:
-    state = sa.inspect(item)
-    return any(state.attrs[c].history.has_changes() for c in columns)
+def _stored(item: Any, column: str) -> Any:
+    """The value `column` had before the form was applied."""
+    history = sa.inspect(item).attrs[column].history
+    return next(iter(history.deleted or history.unchanged or ()), None)
+
+
+def _lines(text: str | None) -> list[str]:
+    return (text or "").strip().splitlines()
 
 
 _ACTIVE_TENANTS = {"tenant": [["active", FilterEqual, True]]}
@@ -161,7 +166,10 @@ class SupervisionNoticeView(_NoAutoflush, ModelView):
 
     def check_update(self, item: SupervisionNotice) -> None:
         self._check(item)
-        if not _changed(item, "reply", "replied_on"):
+        stored_reply, stored_on = _stored(item, "reply"), _stored(item, "replied_on")
+        if _lines(stored_reply) == _lines(item.reply) and stored_on == item.replied_on:
+            # The form sends back the reply it showed (a browser's line endings aside).
+            item.reply = stored_reply
             return
         if item.tenant_id is not None:
             raise ValueError("发往办事处的督办通知由该办事处在“督办事项”中答复，办公室不能代为答复")
