@@ -1,7 +1,7 @@
 """Screenshots of the running app (make run) in headless Chromium, for the docs.
 
-Usage: python scripts/screenshots.py [base_url]   (needs `pip install -e .[browser]` and
-Debian's chromium at /usr/bin/chromium)
+Usage: python scripts/screenshots.py [base_url] [name,name…]   (needs `pip install -e
+.[browser]` and Debian's chromium at /usr/bin/chromium; names pick some shots of SHOTS)
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ SHOTS = [
     ("district-overdue", "district", "/district/overdue/"),
     ("district-ranking", "district", "/district/ranking/"),
     ("district-bulletins", "district", "/district/bulletins/?publish"),
+    ("district-notices", "district", "/district/notices/list/"),
+    ("tenant-notice-reply", "pingqiao_staff", "/supervision/notices/list/?open-reply"),
 ]
+ONLY = set(sys.argv[2].split(",")) if len(sys.argv) > 2 else None
 #: Pages shot whole, not only the first screen (the dashboard's charts are below its tables).
 FULL_PAGE = {"district-dashboard"}
 
@@ -45,6 +48,8 @@ def main() -> None:
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         contexts: dict = {}  # one signed-in browser per user: logins are rate-limited
         for name, user, path in SHOTS:
+            if ONLY is not None and name not in ONLY:
+                continue
             if user not in contexts:
                 context = browser.new_context(viewport={"width": 1280, "height": 760},
                                               locale="zh-CN")
@@ -70,6 +75,9 @@ def main() -> None:
                 page.wait_for_load_state("networkidle")
             if path.endswith("?open-awaiting"):  # a project waiting for the utility's inspection
                 page.click("table.om-progress a:has-text('待专营单位查验')")
+                page.wait_for_load_state("networkidle")
+            if path.endswith("?open-reply"):  # the reply form of the first notice listed
+                page.click("a[href*='/supervision/notices/edit/']")
                 page.wait_for_load_state("networkidle")
             if path.endswith("?publish"):  # publish this month's bulletin, then show the list
                 page.click("text=发布该月通报")

@@ -41,6 +41,8 @@ def test_matrix_covers_core_and_plugin_views_without_naming_them(app: Flask) -> 
     assert {"JobRunView", "ChangeLogView", "TenantStaffView"} <= names
     # Report pages are covered once they list their URLs in om_matrix_pages.
     assert {"DistrictRollupView", "DistrictOverdueView", "DistrictRankingView"} <= names
+    # 督办: the office's pages and the sub-district's own, over tenant-owned rows.
+    assert {"SupervisionNoticeView", "NoticeReplyView", "ActionItemView"} <= names
 
 
 def test_no_user_of_one_sub_district_reaches_another_through_any_page_or_api(

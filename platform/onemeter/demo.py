@@ -385,7 +385,11 @@ class DemoReport:
         out.append(f"  逾期项目 {self.overdue} 个；新增开发建设单位 "
                    f"{self.rows.get('developers', 0)} 家；共写入 {self.total_rows:,} 行，"
                    f"用时 {self.seconds:.1f} 秒")
-        plugin_rows = {k: v for k, v in self.rows.items() if k not in _CORE_ROWS}
+        office = {k: v for k, v in self.rows.items() if k in _OFFICE_ROWS}
+        if office:
+            out.append("  区领导小组办公室：" + "；".join(f"{k} {v:,}" for k, v in office.items()))
+        plugin_rows = {k: v for k, v in self.rows.items()
+                       if k not in _CORE_ROWS and k not in _OFFICE_ROWS}
         if plugin_rows:
             out.append("  插件演示数据：" + "；".join(f"{k} {v:,}" for k, v in plugin_rows.items()))
         for utility in self.skipped_utilities:
@@ -396,6 +400,8 @@ class DemoReport:
 #: The keys of `DemoReport.rows` the core writes; the others come from plugins.
 _CORE_ROWS = ("developers", "communities", "households", "meter_accounts", "projects",
               "events", "charges")
+#: The district office's demo rows (a meeting's action items, supervision notices).
+_OFFICE_ROWS = ("议定事项", "督办通知")
 
 
 # --- the plan's numbers -------------------------------------------------------------------
@@ -1293,6 +1299,62 @@ def _plugin_demo_rows(session: Session, tenant_ids: list[int], seed: int,
     return out
 
 
+def _supervision_rows(session: Session, tenants: list[DemoTenant], today: dt.date
+                      ) -> dict[str, int]:
+    """A work meeting with its action items and a few 督办通知 (六), dated from `today`: one
+    answered in time, one answered late, one unanswered past its date, one still open, one
+    to the water company answered through the office. Written as the pages write them:
+    in the addressee's scope, or district-wide for a unit."""
+    from onemeter.district.models import ActionItem, DistrictRecord, SupervisionNotice
+
+    if not tenants:
+        return {}
+    days = dt.timedelta
+    held = today - days(40)
+    record = DistrictRecord(
+        kind="meeting", held_on=held, title=f"{held.year}年{held.month}月一户一表工作例会",
+        participants="领导小组办公室、各办事处、供水公司、供电公司、区纪委监委室主任",
+        concerns="、".join(t.name for t in tenants), recorded_by="district",
+        content="通报各办事处改造进度；逾期项目倒排工期，限期整改", follow_up_by=held + days(30))
+    first, second = tenants[0], tenants[1 % len(tenants)]
+    items = [(first.id, None, f"{first.name}完成剩余小区入户摸底并报送台账", held + days(20),
+              None, None),
+             (second.id, None, f"{second.name}督促开发建设单位移交供水设施", held + days(25),
+              held + days(22), "已下达限期移交通知，开发建设单位已移交"),
+             (None, "供水公司", "供水公司对已完成改造小区五个工作日内完成查验", today + days(10),
+              None, None)]
+    year = today.year
+    notices = [(first.id, None, 1, "入户摸底进度滞后", held + days(3), held + days(13), None),
+               (second.id, None, 2, "违规收取初装费问题整改", held + days(5), held + days(15),
+                (held + days(19), "已责令退还，退费凭证已报送")),
+               (tenants[-1].id, None, 3, "年度任务倒排工期计划", today - days(2), today + days(8),
+                None),
+               (None, "供水公司", 4, "已完成改造小区查验接收滞后", held + days(6), held + days(16),
+                (held + days(12), "已安排专人查验，本周内完成接收"))]
+    with use_scope(TenantScope.all_read_only(), session):
+        session.add(record)
+        session.flush()
+    for tenant_id, unit, text, deadline, closed_on, note in items:
+        with use_scope(TenantScope(None, tenant_id, label="demo-supervision"), session):
+            session.add(ActionItem(record_id=record.id, tenant_id=tenant_id, unit=unit,
+                                   text=text, deadline=deadline, closed_on=closed_on,
+                                   closing_note=note))
+            session.flush()
+    for tenant_id, unit, n, subject, issued, due, reply in notices:
+        replier = "district" if unit else next(
+            (f"{t.code}_staff" for t in tenants if t.id == tenant_id), None)
+        with use_scope(TenantScope(None, tenant_id, label="demo-supervision"), session):
+            session.add(SupervisionNotice(
+                number=f"平督办〔{year}〕演示{n}号", issued_on=issued,
+                issuer="inspectorate" if n % 2 else "office", issued_by="district",
+                tenant_id=tenant_id, unit=unit, subject=subject, reply_due=due,
+                content=f"关于{subject}，请于{due.month}月{due.day}日前书面答复落实情况。",
+                reply=reply[1] if reply else None, replied_on=reply[0] if reply else None,
+                replied_by=replier if reply else None))
+            session.flush()
+    return {"督办通知": len(notices), "议定事项": len(items)}
+
+
 def load_demo(session: Session, *, seed: int = DEFAULT_SEED, today: dt.date | None = None,
               scale: float = 1.0) -> DemoReport:
     """Load the demo district into `session` (the caller commits); idempotent.
@@ -1343,6 +1405,7 @@ def load_demo(session: Session, *, seed: int = DEFAULT_SEED, today: dt.date | No
             "meter_accounts": counts["om_meter_account"],
             "projects": counts["om_retrofit_project"], "events": counts["om_project_event"],
             "charges": counts["om_project_charge"]}
+    rows.update(_supervision_rows(session, tenants, today))
     rows.update(_plugin_demo_rows(session, [t.id for t in tenants], seed, today))
     overdue = sum(1 for p in data.projects if is_overdue(p, today))
     return DemoReport(True, "演示数据已载入", seed, scale, today,

@@ -64,11 +64,16 @@ class TenantScoped:
     """
 
     __tenant_id_index__: bool = True
+    #: True for rows that may belong to no tenant (tenant_id NULL): district-wide rows that
+    #: only scopes reading every tenant see and write (a supervision notice to 供水公司 next
+    #: to those addressed to a sub-district). See `tenant_optional`.
+    __tenant_optional__: bool = False
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy declared_attr
         return mapped_column(
-            sa.Integer, sa.ForeignKey("om_tenant.id"), nullable=False,
+            sa.Integer, sa.ForeignKey("om_tenant.id"),
+            nullable=bool(getattr(cls, "__tenant_optional__", False)),
             index=bool(getattr(cls, "__tenant_id_index__", True)),
         )
 
@@ -229,10 +234,28 @@ def _check_references(session: Session, obj: Any, tenant_id: int) -> None:
                     f"{mapper.class_.__name__}.{rel.key} 引用了其他办事处的数据（或不存在的记录）")
 
 
+def _district_wide(obj: Any, scope: TenantScope) -> bool:
+    """A row of no tenant, in a model that allows it, under a scope reading every tenant:
+    written as district data (no tenant to guard). Row-level security agrees
+    (`enable_tenant_rls(..., district_rows=True)`): the read policy shows such rows to
+    `app.all_tenants` only, the write policies let only that setting write them."""
+    if not getattr(obj, "__tenant_optional__", False) or not scope.reads_all:
+        return False
+    if obj.tenant_id is not None:
+        return False
+    state = sa.inspect(obj)
+    for rel in state.mapper.relationships:  # a tenant set by relationship, not yet by id
+        if "tenant_id" in {c.key for c in rel.local_columns} and \
+                state.dict.get(rel.key) is not None:
+            return False
+    history = state.attrs.tenant_id.history
+    return not (set(history.deleted or ()) | set(history.unchanged or ())) - {None}
+
+
 def _guard_flush(session: Session, flush_context: Any, instances: Any) -> None:
     scope = current_scope()
     for obj in session.new:
-        if not isinstance(obj, TenantScoped):
+        if not isinstance(obj, TenantScoped) or _district_wide(obj, scope):
             continue
         if obj.tenant_id is None:
             if scope.write is None:
@@ -245,7 +268,7 @@ def _guard_flush(session: Session, flush_context: Any, instances: Any) -> None:
     if not scope.orm_enforced:
         return
     for obj in list(session.dirty) + list(session.deleted):
-        if not isinstance(obj, TenantScoped):
+        if not isinstance(obj, TenantScoped) or _district_wide(obj, scope):
             continue
         history = sa.inspect(obj).attrs.tenant_id.history
         originals = set(history.deleted or ()) | set(history.unchanged or ())
@@ -288,15 +311,25 @@ RLS_WRITE = ("(tenant_id = (SELECT nullif(current_setting('app.write_tenant_id',
              "::int))")
 
 
-def enable_tenant_rls(op: Any, table: str, *, append_only: bool = False) -> None:
+#: Rows of no tenant (`__tenant_optional__` models): written only by a scope reading every
+#: tenant. NULL never equals a tenant id, so RLS_READ already shows them to that scope only.
+RLS_DISTRICT_WRITE = ("(tenant_id IS NULL AND (SELECT coalesce("
+                      "current_setting('app.all_tenants', true), '') = 'on'))")
+
+
+def enable_tenant_rls(op: Any, table: str, *, append_only: bool = False,
+                      district_rows: bool = False) -> None:
     """Turn on row-level security for a tenant table; call it in the migration creating it.
 
     Reads follow `app.tenant_ids`/`app.all_tenants`; inserts, updates and deletes follow
     `app.write_tenant_id`. FORCE makes the table owner obey the policies too. With
     `append_only`, rows may be inserted by any tenant context but never updated or deleted.
+    With `district_rows` (a nullable tenant_id), rows of no tenant are also written by a
+    scope reading every tenant, and by no sub-district.
     """
     if op.get_bind().dialect.name != "postgresql":
         return
+    write = f"({RLS_WRITE} OR {RLS_DISTRICT_WRITE})" if district_rows else RLS_WRITE
     statements = [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
@@ -306,10 +339,10 @@ def enable_tenant_rls(op: Any, table: str, *, append_only: bool = False) -> None
         statements.append(f"CREATE POLICY om_insert ON {table} FOR INSERT WITH CHECK (true)")
     else:
         statements += [
-            f"CREATE POLICY om_insert ON {table} FOR INSERT WITH CHECK {RLS_WRITE}",
-            f"CREATE POLICY om_update ON {table} FOR UPDATE USING {RLS_WRITE}"
-            f" WITH CHECK {RLS_WRITE}",
-            f"CREATE POLICY om_delete ON {table} FOR DELETE USING {RLS_WRITE}",
+            f"CREATE POLICY om_insert ON {table} FOR INSERT WITH CHECK {write}",
+            f"CREATE POLICY om_update ON {table} FOR UPDATE USING {write}"
+            f" WITH CHECK {write}",
+            f"CREATE POLICY om_delete ON {table} FOR DELETE USING {write}",
         ]
     for statement in statements:
         op.execute(statement)

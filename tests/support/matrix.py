@@ -133,7 +133,7 @@ def form_payload(app: Flask, form_class: Any, obj: Any, tenant_id: int) -> dict[
             elif isinstance(f, QuerySelectField):
                 if f.data is not None:
                     data[f.name] = str(f.data.id)
-            elif f.type == "SelectField":
+            elif f.type in ("SelectField", "EnumField"):  # EnumField: FAB's, for sa.Enum
                 if f.data not in (None, ""):
                     data[f.name] = str(f.data)
             elif f.type == "BooleanField":

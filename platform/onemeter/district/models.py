@@ -1,5 +1,6 @@
 """The rollups' summary table (per community × utility, the project's state and the meter
-accounts counted by status) and the published bulletins.
+accounts counted by status), the published bulletins, the office's records with their action
+items, and supervision notices (督办通知).
 
 On PostgreSQL, statement-level triggers on 户表, 住户, 改造项目 and 小区 keep the summary equal to
 the base rows under
@@ -12,10 +13,11 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from onemeter.database import Model
-from onemeter.tenancy import TenantScoped
+from onemeter.formatting import BEIJING, local_date
+from onemeter.tenancy import Tenant, TenantScoped
 
 
 class RollupCount(TenantScoped, Model):
@@ -159,8 +161,119 @@ class DistrictRecord(Model):
     recorded_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
 
     def __repr__(self) -> str:
-        return f"{self.held_on} {self.title}"
+        return f"{local_date(self.held_on)} {self.title}"
 
     @property
     def kind_label(self) -> str:
         return RECORD_KINDS.get(self.kind, self.kind)
+
+
+class Addressed:
+    """An addressee that is either a sub-district (the row's tenant) or another unit named
+    in words (供水公司, 区住建局…): exactly one of them. Rows addressed to a sub-district are
+    its tenant data (it reads them, another one never does); the others belong to no tenant
+    and only the district-wide scopes read them (`TenantScoped.__tenant_optional__`)."""
+
+    __tenant_optional__ = True
+
+    @property
+    def addressee(self) -> str:
+        tenant = getattr(self, "tenant", None)
+        return tenant.name if tenant is not None else (self.unit or "")
+
+
+class ActionItem(Addressed, TenantScoped, Model):
+    """A decision or rectification task of a record (议定事项/整改任务): what, who answers for
+    it, by when; closed with a date and a note. Written with its record by the district
+    office; a sub-district reads the items addressed to it on its overdue list."""
+
+    __tablename__ = "om_action_item"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    record_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("om_district_record.id"), nullable=False, index=True)
+    record: Mapped[DistrictRecord] = relationship(DistrictRecord, backref="action_items")
+    tenant: Mapped[Tenant | None] = relationship(Tenant)
+    #: 责任单位 other than a sub-district (区住建局, 供水公司…).
+    unit: Mapped[str | None] = mapped_column(sa.String(100))
+    text: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    deadline: Mapped[dt.date] = mapped_column(sa.Date, nullable=False)
+    closed_on: Mapped[dt.date | None] = mapped_column(sa.Date)
+    closing_note: Mapped[str | None] = mapped_column(sa.Text)
+
+    def __repr__(self) -> str:
+        return f"{self.addressee}：{(self.text or '')[:30]}"
+
+    @property
+    def status(self) -> str:
+        """办理中, 逾期未办结, 已办结 or 逾期办结 (a late closing stays marked)."""
+        if self.closed_on is None:
+            return "逾期未办结" if beijing_today() > self.deadline else "办理中"
+        return "逾期办结" if self.closed_on > self.deadline else "已办结"
+
+    @classmethod
+    def om_sample(cls, session: sa.orm.Session, tenant_id: int, marker: str) -> ActionItem:
+        """A row for the access matrix: its record (district-wide) made alongside."""
+        record = DistrictRecord(kind="meeting", held_on=dt.date(2021, 7, 7),
+                                title=f"{marker}title", content=f"{marker}content")
+        item = cls(record=record, tenant_id=tenant_id, unit=f"{marker}unit",
+                   text=f"{marker}text", deadline=dt.date(2021, 7, 7),
+                   closing_note=f"{marker}closing_note")
+        session.add(item)
+        session.flush()
+        return item
+
+
+#: Who issues a 督办通知: the office, or the district's supervision bureau (督查局).
+ISSUERS = {"office": "区领导小组办公室", "inspectorate": "区督查局"}
+
+
+class SupervisionNotice(Addressed, TenantScoped, Model):
+    """A supervision notice (督办通知, 平督办〔2026〕3号) to a sub-district or a unit, with the
+    reply it requires by a date. A sub-district answers its own notices; the district office
+    enters the replies of other units. A reply after the date is kept, marked 逾期答复."""
+
+    __tablename__ = "om_supervision_notice"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    #: 文号, e.g. 平督办〔2026〕3号.
+    number: Mapped[str] = mapped_column(sa.String(60), nullable=False)
+    issued_on: Mapped[dt.date] = mapped_column(sa.Date, nullable=False)
+    issuer: Mapped[str] = mapped_column(
+        sa.Enum(*ISSUERS, name="ck_om_supervision_notice_issuer", native_enum=False,
+                create_constraint=True, length=16), nullable=False)
+    issued_by: Mapped[str | None] = mapped_column(sa.String(128))
+    tenant: Mapped[Tenant | None] = relationship(Tenant)
+    unit: Mapped[str | None] = mapped_column(sa.String(100))
+    subject: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    content: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    reply_due: Mapped[dt.date] = mapped_column(sa.Date, nullable=False)
+    reply: Mapped[str | None] = mapped_column(sa.Text)
+    replied_on: Mapped[dt.date | None] = mapped_column(sa.Date)
+    replied_by: Mapped[str | None] = mapped_column(sa.String(128))
+
+    def __repr__(self) -> str:
+        return f"{self.number} {self.subject}"
+
+    @property
+    def issuer_label(self) -> str:
+        return ISSUERS.get(self.issuer, self.issuer)
+
+    @property
+    def late_reply(self) -> bool:
+        return self.replied_on is not None and self.replied_on > self.reply_due
+
+    @property
+    def status(self) -> str:
+        return self.status_on(beijing_today())
+
+    def status_on(self, today: dt.date) -> str:
+        """待答复, 逾期未答复, 已答复 or 逾期答复 (a late reply stays marked)."""
+        if self.replied_on is None:
+            return "逾期未答复" if today > self.reply_due else "待答复"
+        return "逾期答复" if self.late_reply else "已答复"
+
+
+def beijing_today() -> dt.date:
+    """Today in Beijing (deadlines are the sub-districts' calendar days)."""
+    return dt.datetime.now(dt.UTC).astimezone(BEIJING).date()

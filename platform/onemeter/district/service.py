@@ -18,7 +18,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from onemeter.district.models import RollupCount
+from onemeter.district.models import (
+    ActionItem,
+    DistrictRecord,
+    RollupCount,
+    SupervisionNotice,
+)
 from onemeter.formatting import BEIJING
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS
 from onemeter.registry.models import Community, Developer, Household, MeterAccount, PlanTarget
@@ -321,6 +326,56 @@ def overdue_items(session: Session, today: dt.date, utilities: Iterable[str]
     return items
 
 
+@dataclass(frozen=True)
+class SupervisionItem:
+    """An action item still open past its deadline (议定事项逾期) or a supervision notice
+    unanswered past its reply date (督办未答复), addressed to a sub-district or a unit."""
+
+    kind: str  # "action" or "notice"
+    pk: int
+    tenant_id: int | None
+    tenant_name: str | None
+    unit: str
+    title: str
+    reference: str  # the notice's number, or the record the item was decided in
+    deadline: dt.date
+    days: int
+
+    @property
+    def kind_label(self) -> str:
+        return "督办未答复" if self.kind == "notice" else "议定事项逾期"
+
+
+def supervision_overdue(session: Session, today: dt.date) -> list[SupervisionItem]:
+    """Notices unanswered and action items open after their date, as things stood on
+    `today` (a reply or closing after `today` did not exist yet); oldest first.
+
+    Read under the caller's scope: a sub-district gets what is addressed to it, the district
+    scopes everything (rows addressed to other units too). Utility staff get none: these are
+    the office's dealings with sub-districts and units, not a utility's figures.
+    """
+    if current_scope().utility is not None:
+        return []
+    n, a, r = SupervisionNotice, ActionItem, DistrictRecord
+    notices = (sa.select(n.id, n.tenant_id, Tenant.name, n.unit, n.subject, n.number,
+                         n.reply_due)
+               .outerjoin(Tenant, Tenant.id == n.tenant_id)
+               .where(n.issued_on <= today, n.reply_due < today,
+                      sa.or_(n.replied_on.is_(None), n.replied_on > today)))
+    actions = (sa.select(a.id, a.tenant_id, Tenant.name, a.unit, a.text, r.title, a.deadline)
+               .join(r, r.id == a.record_id)
+               .outerjoin(Tenant, Tenant.id == a.tenant_id)
+               .where(r.held_on <= today, a.deadline < today,
+                      sa.or_(a.closed_on.is_(None), a.closed_on > today)))
+    items = []
+    for kind, query in (("notice", notices), ("action", actions)):
+        for pk, tid, tname, unit, title, reference, due in session.execute(query):
+            items.append(SupervisionItem(kind, pk, tid, tname, tname or unit or "", title,
+                                         reference, due, (today - due).days))
+    items.sort(key=lambda i: (i.deadline, i.unit, i.kind, i.pk))
+    return items
+
+
 def months_left(year: int, today: dt.date) -> int:
     """Calendar months from `today`'s month to December of `year`, both counted; 0 after."""
     if today > phase_window(year)[1]:
@@ -451,7 +506,8 @@ def backward_schedule(session: Session, cells: dict[RollupKey, Figures],
 SCORE_FORMULA = ("得分 = 户完成率 × 50 + 小区接收率 × 30 + （1 − 逾期率）× 20（满分 100）；"
                  "户完成率 = 已完成户数 ÷（摸底户数 − 自愿不改造户数），"
                  "小区接收率 = 已接收小区数 ÷ 改造项目数，"
-                 "逾期率 = 逾期事项数 ÷ 改造项目数（改造项目按小区 × 公用事业计）")
+                 "逾期率 = 逾期事项数 ÷ 改造项目数（改造项目按小区 × 公用事业计；逾期事项含"
+                 "逾期的改造项目，以及发给该办事处、逾期未办结的议定事项和逾期未答复的督办通知）")
 
 
 @dataclass(frozen=True)
@@ -488,10 +544,13 @@ def assessment_score(figures: Figures, overdue: int) -> D:
     return score.quantize(D("0.1"), decimal.ROUND_HALF_UP)
 
 
-def rankings(session: Session, cells: dict[RollupKey, Figures], overdue: list[OverdueItem],
-             events: list[tuple], tenants: list[tuple[int, str]], today: dt.date
-             ) -> list[Ranking]:
-    """Sub-districts by score (highest first), ties by name; every readable tenant listed."""
+def rankings(session: Session, cells: dict[RollupKey, Figures],
+             overdue: Iterable[OverdueItem | SupervisionItem], events: list[tuple],
+             tenants: list[tuple[int, str]], today: dt.date) -> list[Ranking]:
+    """Sub-districts by score (highest first), ties by name; every readable tenant listed.
+
+    `overdue`: the projects past a deadline and the supervision items (`supervision_overdue`);
+    each counts for the sub-district it is addressed to (those to other units for none)."""
     per_tenant = totals(cells, lambda k: k.tenant_id)
     late = defaultdict(int)
     for item in overdue:

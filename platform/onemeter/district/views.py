@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response
 from onemeter.database import db
 from onemeter.district import bulletin, service
 from onemeter.district.models import RECORD_KINDS, BulletinSnapshot, DistrictRecord
+from onemeter.district.supervision import ActionItemView, NoticeReplyView, SupervisionNoticeView
 from onemeter.formatting import count, local_date, local_datetime, money, percent
 from onemeter.plugins import RollupMetric, hookimpl
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
@@ -236,18 +237,29 @@ class DistrictOverdueView(BaseView):
         utilities = dict(utility_choices(self.appbuilder.sm.enabled_plugins()))
         codes = service.allowed_utilities(utilities)
         items = service.overdue_items(session, today, codes)
+        supervision = service.supervision_overdue(session, today)
         by_tenant: dict[str, int] = {}
         by_unit: dict[str, int] = {}
         for item in items:
             by_tenant[item.tenant_name] = by_tenant.get(item.tenant_name, 0) + 1
             unit = item.responsible.split("（")[0]
             by_unit[unit] = by_unit.get(unit, 0) + 1
+        for entry in supervision:
+            if entry.tenant_name:
+                by_tenant[entry.tenant_name] = by_tenant.get(entry.tenant_name, 0) + 1
+            by_unit[entry.unit] = by_unit.get(entry.unit, 0) + 1
+        sm = self.appbuilder.sm
+        links = {"notice": next((v for v in ("SupervisionNoticeView", "NoticeReplyView")
+                                 if sm.has_access("can_show", v)), None),
+                 "action": "ActionItemView" if sm.has_access("can_show", "ActionItemView")
+                 else None}
         cells = service.rollup(session, codes)
         schedule = service.backward_schedule(session, cells, service.plan_targets(session),
                                              codes, today)
         return self.render_template(
             "onemeter/district_overdue.html", title="逾期事项与倒排工期", items=items[:self.LIMIT],
-            total=len(items), limit=self.LIMIT,
+            total=len(items) + len(supervision), limit=self.LIMIT, projects=len(items),
+            supervision=supervision[:self.LIMIT], links=links,
             by_tenant=sorted(by_tenant.items(), key=lambda x: (-x[1], x[0])),
             by_unit=sorted(by_unit.items(), key=lambda x: (-x[1], x[0])),
             schedule=schedule, utilities={c: utilities[c] for c in codes}, today=today,
@@ -261,7 +273,8 @@ def build_bulletin(session: Any, enabled: set[str] | None, today: dt.date
     codes = service.allowed_utilities(utilities)
     tenants = tenant_options(session)
     cells = service.rollup(session, codes)
-    items = service.overdue_items(session, today, codes)
+    items: list[Any] = service.overdue_items(session, today, codes)
+    items += service.supervision_overdue(session, today)
     events = service.accepted_events(session, codes, since=today - dt.timedelta(days=60))
     ranking = service.rankings(session, cells, items, events, tenants, today)
     metrics = plugin_metrics([t for t, _ in tenants], today)
@@ -305,6 +318,7 @@ class DistrictRankingView(BaseView):
         codes = service.allowed_utilities(utilities)
         cells = service.rollup(session, codes)
         items = service.overdue_items(session, today, codes)
+        items += service.supervision_overdue(session, today)
         since = today - dt.timedelta(days=60)
         events = service.accepted_events(session, codes, since=since)
         ranking = service.rankings(session, cells, items, events, tenant_options(session),
@@ -437,6 +451,7 @@ class DistrictRecordView(ModelView):
     formatters_columns = {"held_on": local_date, "follow_up_by": local_date,
                           "recorded_at": local_datetime}
     base_order = ("held_on", "desc")
+    related_views = [ActionItemView]
 
     def pre_add(self, item: DistrictRecord) -> None:
         today = beijing_today()
@@ -467,3 +482,7 @@ def onemeter_register_views(registrar: Any) -> None:
     registrar.add_view(BulletinSnapshotView, "已发布通报", category=CATEGORY,
                        icon="fa-archive")
     registrar.add_view(DistrictRecordView, "工作记录", category=CATEGORY, icon="fa-book")
+    # Also listed and added on each record's page (related view).
+    registrar.add_view(ActionItemView, "议定事项", category=CATEGORY, icon="fa-tasks")
+    registrar.add_view(SupervisionNoticeView, "督办通知", category=CATEGORY, icon="fa-bell")
+    registrar.add_view(NoticeReplyView, "督办事项", icon="fa-bell")
