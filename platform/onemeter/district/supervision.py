@@ -98,6 +98,11 @@ def _lines(text: str | None) -> list[str]:
     return (text or "").strip().splitlines()
 
 
+#: The office's own records: the district office adds and corrects, the platform admin reads;
+#: nothing is deleted through the application.
+OFFICE_KEEPS = {DISTRICT_VIEWER: ("can_list", "can_show", "can_add", "can_edit"),
+                PLATFORM_ADMIN: ("can_list", "can_show")}
+
 _ACTIVE_TENANTS = {"tenant": [["active", FilterEqual, True]]}
 
 
@@ -107,9 +112,8 @@ class SupervisionNoticeView(_NoAutoflush, ModelView):
 
     datamodel = AddressedInterface(SupervisionNotice)
     route_base = "/district/notices"
-    om_roles = {DISTRICT_VIEWER: ("can_list", "can_show", "can_add", "can_edit"),
-                PLATFORM_ADMIN: ("can_list", "can_show")}
-    base_permissions = ["can_list", "can_show", "can_add", "can_edit"]
+    om_roles = OFFICE_KEEPS
+    base_permissions = list(OFFICE_KEEPS[DISTRICT_VIEWER])
     list_title = show_title = "督办通知"
     add_title = "发出督办通知"
     edit_title = "修改督办通知或录入单位答复"
@@ -233,9 +237,8 @@ class ActionItemView(_NoAutoflush, ModelView):
 
     datamodel = AddressedInterface(ActionItem)
     route_base = "/district/actions"
-    om_roles = {DISTRICT_VIEWER: ("can_list", "can_show", "can_add", "can_edit"),
-                PLATFORM_ADMIN: ("can_list", "can_show")}
-    base_permissions = ["can_list", "can_show", "can_add", "can_edit"]
+    om_roles = OFFICE_KEEPS
+    base_permissions = list(OFFICE_KEEPS[DISTRICT_VIEWER])
     list_title = show_title = "议定事项"
     add_title = "新增议定事项"
     edit_title = "修改或办结议定事项"

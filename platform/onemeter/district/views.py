@@ -25,7 +25,12 @@ from werkzeug.wrappers import Response
 from onemeter.database import db
 from onemeter.district import bulletin, service
 from onemeter.district.models import RECORD_KINDS, BulletinSnapshot, DistrictRecord
-from onemeter.district.supervision import ActionItemView, NoticeReplyView, SupervisionNoticeView
+from onemeter.district.supervision import (
+    OFFICE_KEEPS,
+    ActionItemView,
+    NoticeReplyView,
+    SupervisionNoticeView,
+)
 from onemeter.formatting import count, local_date, local_datetime, money, percent
 from onemeter.plugins import RollupMetric, hookimpl
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
@@ -429,9 +434,8 @@ class DistrictRecordView(ModelView):
 
     datamodel = SQLAInterface(DistrictRecord)
     route_base = "/district/records"
-    om_roles = {DISTRICT_VIEWER: ("can_list", "can_show", "can_add", "can_edit"),
-                PLATFORM_ADMIN: ("can_list", "can_show")}
-    base_permissions = ["can_list", "can_show", "can_add", "can_edit"]
+    om_roles = OFFICE_KEEPS
+    base_permissions = list(OFFICE_KEEPS[DISTRICT_VIEWER])
     list_title = show_title = "工作记录"
     add_title = "新增工作记录"
     edit_title = "修改工作记录"
