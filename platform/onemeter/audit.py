@@ -222,6 +222,7 @@ def append_entries(connection: sa.Connection, entries: list[dict[str, Any]]) -> 
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     table = ChangeLog.__table__
     last: dict[int | None, str] = {}
+    rows = []
     for item in entries:
         tenant_id = item["tenant_id"]
         if tenant_id not in last:
@@ -240,9 +241,12 @@ def append_entries(connection: sa.Connection, entries: list[dict[str, Any]]) -> 
             "before": jsonable(item.get("before")), "after": jsonable(item.get("after")),
         }
         digest = entry_hash(last[tenant_id], entry)
-        connection.execute(table.insert().values(
-            **{**entry, "at": now}, prev_hash=last[tenant_id], hash=digest))
+        rows.append({**entry, "at": now, "prev_hash": last[tenant_id], "hash": digest})
         last[tenant_id] = digest
+    # One executemany (a multi-row INSERT on PostgreSQL): the ids are drawn in list order, so
+    # the chain still reads in id order. A flush creating 200 communities took 0.3 s row by row.
+    for start in range(0, len(rows), 1000):
+        connection.execute(table.insert(), rows[start:start + 1000])
 
 
 @dataclass
