@@ -64,6 +64,12 @@ class TenantScoped:
     """
 
     __tenant_id_index__: bool = True
+    #: False for a leaf table written in bulk that nothing refers to and whose every row
+    #: already names a tenant-scoped parent through a composite key (an import's undo
+    #: records, 100,000 a batch): no `(tenant_id, id)` unique index and no separate foreign
+    #: key to om_tenant — the parent's composite key checks the tenant. Each was a per-row
+    #: index insert or trigger call of every import.
+    __tenant_referenced__: bool = True
     #: True for rows that may belong to no tenant (tenant_id NULL): district-wide rows that
     #: only scopes reading every tenant see and write (a supervision notice to 供水公司 next
     #: to those addressed to a sub-district). See `tenant_optional`.
@@ -71,8 +77,9 @@ class TenantScoped:
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy declared_attr
+        referenced = bool(getattr(cls, "__tenant_referenced__", True))
         return mapped_column(
-            sa.Integer, sa.ForeignKey("om_tenant.id"),
+            sa.Integer, *([sa.ForeignKey("om_tenant.id")] if referenced else []),
             nullable=bool(getattr(cls, "__tenant_optional__", False)),
             index=bool(getattr(cls, "__tenant_id_index__", True)),
         )
@@ -80,6 +87,8 @@ class TenantScoped:
     @declared_attr.directive
     def __table_args__(cls) -> tuple:  # noqa: N805
         extra = tuple(getattr(cls, "__tenant_table_args__", ()))
+        if not getattr(cls, "__tenant_referenced__", True):
+            return extra
         return (sa.UniqueConstraint("tenant_id", "id", name=f"uq_{cls.__tablename__}_tenant_id_id"),
                 *extra)
 

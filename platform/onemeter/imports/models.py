@@ -149,7 +149,8 @@ class ImportRow(TenantScoped, Model):
     """One data row of a committed batch: what the commit did with it, and the images needed
     to undo it (the household before an update, and every household as written)."""
 
-    __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+    __tenant_id_index__ = False  # (tenant_id, batch_id, row_number) serves it
+    __tenant_referenced__ = False  # nothing refers to a row; the batch's key checks the tenant
 
     __tablename__ = "om_import_row"
     __audit__ = False  # written in bulk with the batch; the batch logs one summary entry
