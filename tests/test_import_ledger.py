@@ -365,6 +365,34 @@ def test_an_updated_household_changed_again_by_hand_blocks_the_rollback(
     db.session.rollback()
 
 
+@pytest.mark.postgres
+def test_a_household_inserted_between_plan_and_write_is_kept_and_its_row_is_an_error(
+        tenant: int, tag: str) -> None:
+    """PostgreSQL plans without the write lock SQLite takes: a household someone adds to the
+    community meanwhile meets the create row's ON CONFLICT, stays as they wrote it, and the
+    row is reported (the chunk's count tells; only then are its rows looked up)."""
+    n = names(tag)
+    ids = seed(tenant, n)
+    batch = new_batch(tenant, ledger_xlsx(ledger_rows(n)))
+    plan = plan_households(db.session, tenant, sheet(ledger_xlsx(ledger_rows(n))))
+    theirs = Household(tenant_id=tenant, community_id=ids["gui"], building="3", unit="2",
+                       room="102", owner_name="别人录入")
+    db.session.add(theirs)
+    db.session.flush()
+    counts = commit_plan(db.session, batch, plan, chunk_rows=2)
+    db.session.commit()
+    assert {k: counts[k] for k in ("create", "update", "unchanged", "error")} == {
+        "create": 3, "update": 1, "unchanged": 1, "error": 3}
+    row = db.session.execute(sa.select(ImportRow).where(
+        ImportRow.batch_id == batch.id, ImportRow.row_number == 5)).scalar_one()
+    assert row.action == "error" and "提交时本小区已有同一住户" in row.reason
+    assert db.session.get(Household, theirs.id).owner_name == "别人录入"
+    created = db.session.execute(sa.select(ImportRow.row_number).where(
+        ImportRow.batch_id == batch.id, ImportRow.action == "create")
+        .order_by(ImportRow.row_number)).scalars().all()
+    assert created == [6, 13, 14]
+
+
 # --- the error workbook -----------------------------------------------------------------------
 
 def test_error_workbook_repeats_each_bad_row_with_its_row_number_and_reason(

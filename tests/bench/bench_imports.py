@@ -6,7 +6,7 @@
     looked up by name once each and created when missing, duplicates skipped by the natural
     key in a Python set, no validation), `session.add` and one commit;
 (b) pipeline — what the worker's commit job does (read_table → lock_tenant_imports →
-    plan_households → commit_plan → error workbook → commit), called in-process under the
+    plan_households → commit_with_error_workbook → commit), called in-process under the
     tenant's scope rather than through RQ;
 (c) floor — python-calamine reading the sheet plus COPY of the already-prepared rows. COPY
     is refused on tables with row-level security, so it goes into a TEMP table (as the
@@ -38,8 +38,7 @@ from flask import Flask
 
 from onemeter.database import db
 from onemeter.imports.ledger import (
-    commit_plan,
-    error_workbook,
+    commit_with_error_workbook,
     lock_tenant_imports,
     plan_households,
 )
@@ -167,15 +166,15 @@ def _pipeline(app: Flask, tenant_id: int, path: Path) -> dict[str, Any]:
         lock_tenant_imports(session, batch)
         plan = plan_households(session, tenant_id, raw, lock=True)
         lap("plan")
-        counts = commit_plan(session, batch, plan,
-                             chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")))
-        lap("write")
+        counts, errors = commit_with_error_workbook(
+            session, batch, plan, chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")))
+        lap("write and error workbook")
         error_file = None
-        if counts.get("error"):
-            error_file = store_error_workbook(batch, error_workbook(batch, session=session))
+        if errors is not None:
+            error_file = store_error_workbook(batch, errors)
             batch.error_file = error_file
         batch.samples = plan.samples()
-        lap("errors")
+        lap("store")
         session.commit()
         lap("commit")
         seconds = time.perf_counter() - started
@@ -315,7 +314,7 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
     print(f"  (a) naive  (openpyxl rows + ORM object per row, one commit; {naive_note}): "
           f"{naive_rate:,.0f} rows/s, {naive['seconds']:.1f} s for {naive['rows']:,} rows, "
           f"peak RSS {naive['peak_rss_mb']:.0f} MB")
-    print(f"  (b) pipeline (read_table → plan_households → commit_plan → error workbook, "
+    print(f"  (b) pipeline (read_table → plan_households → commit_with_error_workbook, "
           f"in-process under the tenant scope, not via RQ): {pipeline_rate:,.0f} rows/s, "
           f"{pipeline['seconds']:.1f} s ({laps}), peak RSS {peak:.0f} MB")
     print(f"  (c) floor  (calamine read {floor['read']:.2f} s + COPY of {floor['copied']:,} "

@@ -23,7 +23,7 @@ from typing import Any
 from onemeter.database import db
 from onemeter.imports.ledger import (
     RollbackRefused,
-    commit_plan,
+    commit_with_error_workbook,
     error_workbook,
     lock_tenant_imports,
     plan_households,
@@ -174,15 +174,11 @@ def commit_import(ctx: JobContext, batch_id: int) -> dict[str, Any]:
     plan = plan_households(db.session, batch.tenant_id, raw,
                            mapping_overrides=batch.mapping_overrides,
                            progress=report.validating, lock=True)
-    counts = commit_plan(db.session, batch, plan, progress=report.writing,
-                         chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")),
-                         pause=setting("ONEMETER_IMPORT_CHUNK_PAUSE"),
-                         check=ctx.check_cancelled)
-    if counts.get("error"):
-        batch.error_file = store_error_workbook(batch, error_workbook(batch,
-                                                                      session=db.session))
-    else:
-        batch.error_file = None
+    counts, errors = commit_with_error_workbook(
+        db.session, batch, plan, progress=report.writing,
+        chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")),
+        pause=setting("ONEMETER_IMPORT_CHUNK_PAUSE"), check=ctx.check_cancelled)
+    batch.error_file = store_error_workbook(batch, errors) if errors is not None else None
     batch.samples = plan.samples()
     batch.commit_job_id = ctx.job_run_id
     return {**counts, "rows_read": counts["rows"], "rows_validated": counts["rows"],
