@@ -57,6 +57,9 @@ _TOTAL_COLUMNS = 4
 _FOOTER_WORDS = ("填表人", "填报人", "制表人", "审核人", "审核:", "负责人", "单位负责人", "联系人:",
                  "备注:", "说明:", "注:", "填表日期", "填报日期", "制表日期")
 
+#: Their first characters.
+_FOOTER_LEADS = frozenset(word[0] for word in _FOOTER_WORDS)
+
 _SPACES = re.compile(r"\s+")
 _MARKS = re.compile(r"^[*]+|(?:[*]|\((?:必填|选填|必填项|选填项|可选)\)|[:])+$")
 
@@ -264,6 +267,10 @@ class DataRows:
     rows: list[list[Any]]
     #: (row number, reason) of every row dropped below the header.
     skipped: list[tuple[int, str]]
+    #: The same rows as an object frame (columns 0…width-1, indexed by row number) when
+    #: `drop_non_data_rows` built one: `normalize.frame_from_rows` takes its columns from it
+    #: instead of building a second frame from the lists.
+    frame: pd.DataFrame | None = None
 
 
 def _filled(value: Any) -> bool:
@@ -318,12 +325,19 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> Da
     filled = np.column_stack([(strings[c] != "").to_numpy() for c in body.columns])
     blank = ~filled.any(axis=1)
     first_at = filled.argmax(axis=1)
-    first = pd.Series(body.to_numpy(dtype=object)[np.arange(len(body)), first_at])
-    first = _strings(first).str.normalize("NFKC").str.replace(r"\s+", "", regex=True)
-    footer = first.str.startswith(_FOOTER_WORDS).to_numpy()
+    first = _strings(pd.Series(body.to_numpy(dtype=object)[np.arange(len(body)), first_at]))
+    # Footers and totals are few: the full test runs only on the rows whose first character
+    # (NFKC) could begin a footer word, or whose cell has a 计 at all.
+    footer = np.zeros(len(body), dtype=bool)
+    lead = first.str.slice(0, 1).str.normalize("NFKC").isin(_FOOTER_LEADS).to_numpy(dtype=bool)
+    if lead.any():
+        footer[lead] = (first[lead].str.normalize("NFKC").str.replace(r"\s+", "", regex=True)
+                        .str.startswith(_FOOTER_WORDS).to_numpy(dtype=bool))
     total = np.zeros(len(body), dtype=bool)
     for c in list(body.columns)[:_TOTAL_COLUMNS]:
-        total |= strings[c].str.match(_TOTAL_PATTERN).to_numpy(dtype=bool)
+        maybe = strings[c].str.contains("计", regex=False).to_numpy(dtype=bool)
+        if maybe.any():
+            total[maybe] |= strings[c][maybe].str.match(_TOTAL_PATTERN).to_numpy(dtype=bool)
 
     mapped = [c for c in header.columns.values() if c < width]
     repeated = np.zeros(len(body), dtype=bool)
@@ -352,10 +366,13 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> Da
     numbers = np.arange(start + 1, start + 1 + len(body))
     dropped = np.not_equal(reason, None)
     keep = np.flatnonzero(~dropped)
+    kept = body.iloc[keep]
+    kept.index = pd.Index(numbers[keep], name="row", dtype="int64")
     return DataRows(
         row_numbers=numbers[keep].tolist(),
-        rows=[list(rows[start + i]) for i in keep.tolist()],
-        skipped=list(zip(numbers[dropped].tolist(), reason[dropped].tolist(), strict=True)))
+        rows=[rows[start + i] for i in keep.tolist()],  # the reader's lists, not copies
+        skipped=list(zip(numbers[dropped].tolist(), reason[dropped].tolist(), strict=True)),
+        frame=kept)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -164,10 +164,12 @@ def normalize_phones(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     mobile = digits.str.fullmatch(r"1[3-9]\d{9}")
     clean = digits.where(mobile, text.where(landline))
     filled = text != ""
-    bad = filled & ~mobile & ~landline
-    count = digits.str.count(r"\d").astype(str)
-    reasons = _empty_reasons(column.index).mask(
-        bad, "手机号应为11位（以1开头，这里有" + count + "位数字）；座机请写成区号-号码，如0376-1234567")
+    bad = (filled & ~mobile & ~landline).to_numpy(dtype=bool)
+    reasons = _empty_reasons(column.index)
+    if bad.any():  # the digits are counted in the bad cells only
+        count = digits[bad].str.count(r"\d").astype(str)
+        reasons[bad] = ("手机号应为11位（以1开头，这里有" + count
+                        + "位数字）；座机请写成区号-号码，如0376-1234567").to_numpy(dtype=object)
     return _done(clean.where(~bad & filled), reasons)
 
 
@@ -234,7 +236,8 @@ def frame_from_rows(data: DataRows, header: HeaderMatch) -> pd.DataFrame:
     index = pd.Index(data.row_numbers, name="row", dtype="int64")
     if not data.rows:
         return pd.DataFrame({f: pd.Series(dtype=object) for f in fields}, index=index)
-    frame = pd.DataFrame(data.rows, index=index, dtype=object)
+    frame = data.frame if data.frame is not None else pd.DataFrame(data.rows, index=index,
+                                                                    dtype=object)
     width = max(frame.shape[1], max(header.columns.values()) + 1)
     frame = frame.reindex(columns=range(width))  # short rows and absent columns: missing
     picked = frame.iloc[:, [header.columns[f] for f in fields]]
