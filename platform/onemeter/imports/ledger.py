@@ -75,7 +75,12 @@ from onemeter.imports.models import (
     ImportBatch,
     ImportRow,
 )
-from onemeter.imports.normalize import as_text, frame_from_rows, normalize_table, normalize_text
+from onemeter.imports.normalize import (
+    frame_from_rows,
+    has_text,
+    normalize_table,
+    normalize_text,
+)
 from onemeter.imports.reader import ImportFileError, RawSheet
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.tenancy import Tenant
@@ -432,8 +437,8 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
         "duplicate_of": duplicate_of,
     }, index=d.index)
     if "opted_out" in frame.columns:
-        rows["opted_out_given"] = ((as_text(frame["opted_out"]) != "")
-                                   & d["opted_out"].notna()).to_numpy()
+        rows["opted_out_given"] = has_text(frame["opted_out"]) & d["opted_out"].notna(
+        ).to_numpy(dtype=bool)
     else:
         rows["opted_out_given"] = False
     rows["changes"] = pd.Series(None, index=d.index, dtype=object)
@@ -788,7 +793,6 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
     names = ", ".join(_WRITE_COLUMNS)
     selected = ", ".join(f"s.{c}" for c in _WRITE_COLUMNS)
     returned = ", ".join(IMAGE_COLUMNS)
-    image = ", ".join(f"'{c}', w.{c}" for c in IMAGE_COLUMNS)
     # One statement per step writes the households and their undo records together: the
     # ImportRows come from what INSERT … RETURNING gives back, never from a second pass
     # over om_household (which cost more than the households themselves).
@@ -800,7 +804,7 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
               "INSERT INTO om_import_row (tenant_id, batch_id, row_number, action, household_id, "
               "community_id, natural_key, before, after, reason) "
               "SELECT :tenant, :batch, s.row_number, s.action, w.id, w.community_id, "
-              f"w.natural_key, s.before, json_build_object({image}), s.reason "
+              "w.natural_key, s.before, row_to_json(w), s.reason "
               f"FROM written w JOIN {stage} s ON s.chunk = :chunk AND s.action = :action "
               "AND s.community_id = w.community_id AND s.natural_key = w.natural_key")
     create = sa.text(insert.replace("{conflict}", "DO NOTHING"))

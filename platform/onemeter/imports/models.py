@@ -160,7 +160,6 @@ class ImportRow(TenantScoped, Model):
             "action IN (" + ", ".join(f"'{a}'" for a in ROW_ACTIONS) + ")",
             name="ck_om_import_row_action"),
         sa.Index("ix_om_import_row_tenant_batch_row", "tenant_id", "batch_id", "row_number"),
-        sa.Index("ix_om_import_row_tenant_household", "tenant_id", "household_id"),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),

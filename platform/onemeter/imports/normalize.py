@@ -97,6 +97,14 @@ def as_text(column: pd.Series) -> pd.Series:
     return text
 
 
+def has_text(column: pd.Series) -> np.ndarray:
+    """Whether each cell holds anything once cleaned like `as_text` (a boolean array);
+    cleaned once per distinct value, so a column of 是/否 costs three cleanings."""
+    codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=False)
+    filled = (as_text(pd.Series(uniques, dtype=object)) != "").to_numpy(dtype=bool)
+    return filled[codes]
+
+
 def normalize_text(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Free text (community, address, names, plugin fields): cleaned, never an error."""
     text = as_text(column).str.replace(rf"(?<={_CJK}) +(?={_CJK})", "", regex=True)
