@@ -120,6 +120,39 @@ def test_a_utility_declared_twice_stops_start_up(stack: Any) -> None:
         create_app(stack.config(), extra_plugins={"copycat": Copycat()})
 
 
+def test_utilities_are_listed_in_their_declared_order_then_by_code(stack: Any) -> None:
+    """供水 (10), 供电 (20) first whatever their codes sort as; utilities that give no order
+    follow by code; one that asks for an earlier place gets it."""
+    from dataclasses import replace
+
+    from onemeter.app import create_app
+    from onemeter.plugins import PluginInfo
+    from onemeter.utilities import utilities, utility_choices
+
+    class More:
+        @hookimpl
+        def onemeter_plugin_info(self) -> PluginInfo:
+            return PluginInfo(label="更多", version="0.1")
+
+        @hookimpl
+        def onemeter_utilities(self) -> list[UtilitySpec]:
+            plain = {f.name: getattr(WATER, f.name) for f in WATER.__dataclass_fields__.values()
+                     if f.name not in ("order", "plugin")}
+            return [UtilitySpec(**{**plain, "code": "aheat", "label": "供热"}),
+                    UtilitySpec(**{**plain, "code": "zcool", "label": "供冷"}),
+                    replace(WATER, code="first", label="最先", order=1)]
+
+    app = create_app(stack.config(), extra_plugins={"more": More()})
+    with app.app_context():
+        codes = list(utilities())
+        assert codes[:3] == ["first", "water", "electricity"]
+        assert "aheat" in codes and "zcool" in codes
+        assert codes[3:] == sorted(codes[3:])  # gas, when installed, among them by code
+        labels = [label for _, label in utility_choices()]
+        assert labels.index("供水") < labels.index("供电") < labels.index("供热") < labels.index(
+            "供冷")
+
+
 def test_a_utility_whose_example_number_breaks_its_own_format_stops_start_up(stack: Any
                                                                              ) -> None:
     from dataclasses import replace

@@ -5,4 +5,4 @@ Import nothing heavy here: `create_app()` in `onemeter.app` assembles everything
 
 __version__ = "0.1.0"
 #: Version of the hook API that plugins are written against (see hookspecs.py).
-HOOK_API_VERSION = "1.4"
+HOOK_API_VERSION = "1.5"

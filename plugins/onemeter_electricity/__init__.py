@@ -16,6 +16,7 @@ CANCELLED_FEES = ("移表费", "计量装置赔偿费", "环境监测费", "高�
                   "网络自动化费", "配电室试验费", "开闭站集资费", "调试费")
 
 SPEC = UtilitySpec(
+    order=20,  # 供水, 供电, then the others
     code="electricity",
     label="供电",
     company="信阳供电公司",

@@ -15,6 +15,7 @@ CANCELLED_FEES = ("接水费", "增容费", "报装费", "开关闸费", "竣工
                   "管线探测费", "勾头费", "水钻工程费", "碰头费", "出图费")
 
 SPEC = UtilitySpec(
+    order=10,  # 供水, 供电, then the others
     code="water",
     label="供水",
     company="信阳供水公司",
