@@ -59,9 +59,9 @@ def onemeter_cli_commands() -> list[Any]:
 def onemeter_rollup_metrics(tenant_ids: list[int], as_of: dt.date) -> list[RollupMetric]:
     """Per sub-district enabling the plugin: open cases, overdue, awarded, recovered."""
     from onemeter.database import db
-    from onemeter_litigation.service import case_figures, tenant_enables
+    from onemeter_litigation.service import case_figures, enabling_tenants
 
-    enabled = [t for t in tenant_ids if tenant_enables(db.session, t)]
+    enabled = enabling_tenants(db.session, tenant_ids)
     if not enabled:
         return []
     figures = case_figures(db.session, enabled, as_of)

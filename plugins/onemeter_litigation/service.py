@@ -53,6 +53,15 @@ def tenant_enables(session: Session, tenant_id: int) -> bool:
     return tenant is not None and tenant.enables(PLUGIN)
 
 
+def enabling_tenants(session: Session, tenant_ids: list[int]) -> list[int]:
+    """Those of `tenant_ids` that enable this plugin, in the given order (one query: the
+    district's rollup asks for 100 sub-districts on every page view)."""
+    wanted = set(tenant_ids)
+    enabled = {t.id for t in session.scalars(sa.select(Tenant).where(Tenant.id.in_(wanted)))
+               if t.enables(PLUGIN)} if wanted else set()
+    return [t for t in tenant_ids if t in enabled]
+
+
 def open_or_join_case(session: Session, project_id: int, tenant_id: int,
                       developer_id: int | None, *, now: dt.datetime | None = None
                       ) -> LitigationCase | None:
