@@ -334,6 +334,7 @@ def test_a_plugins_figures_show_as_cards_and_columns_for_the_tenants_the_user_re
     assert set(tenant_ids.values()) & set(ids) >= {tenant_ids[c] for c in ("pingqiao", "pingxi")}
     total = sum(Decimal("1234.5") * t for t in ids)
     assert "试算资金" in page and f"{total:,.2f} 元" in page
+    assert "试算插件提供" in page  # the plugin named as it calls itself, not by its code
     assert f"{Decimal('1234.5') * ids[-1]:,.2f} 元" in page  # a sub-district's column
     assert f"{7 * len(ids)} 件" in page
 

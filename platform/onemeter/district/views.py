@@ -32,7 +32,7 @@ from onemeter.district.supervision import (
     SupervisionNoticeView,
 )
 from onemeter.formatting import count, local_date, local_datetime, money, percent
-from onemeter.plugins import RollupMetric, hookimpl
+from onemeter.plugins import RollupMetric, hookimpl, plugin_infos
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
 from onemeter.registry.models import Community
 from onemeter.retrofit.procedure import state_label
@@ -128,9 +128,11 @@ class DistrictRollupView(BaseView):
         data = service.dashboard(session, self._utilities(), tenants, today)
         metrics = plugin_metrics([t for t, _ in tenants], today)
         charts = self._charts(data)
+        infos = plugin_infos(current_app.extensions["onemeter_plugins"])
         return self.render_template(
             "onemeter/district_rollup.html", title="一户一表改造汇总", data=data,
             metrics=metrics, charts=json.dumps(charts, ensure_ascii=False),
+            plugin_labels={name: info.label for name, info in infos.items()},
             today=today, phases=PHASE_YEARS, **_helpers())
 
     @staticmethod
