@@ -386,6 +386,7 @@ def test_a_household_inserted_between_plan_and_write_is_kept_and_its_row_is_an_e
     row = db.session.execute(sa.select(ImportRow).where(
         ImportRow.batch_id == batch.id, ImportRow.row_number == 5)).scalar_one()
     assert row.action == "error" and "提交时本小区已有同一住户" in row.reason
+    assert plan.rows.at[5, "action"] == "create"  # the commit worked on its own copy
     assert db.session.get(Household, theirs.id).owner_name == "别人录入"
     created = db.session.execute(sa.select(ImportRow.row_number).where(
         ImportRow.batch_id == batch.id, ImportRow.action == "create")
