@@ -757,13 +757,10 @@ def commit_with_error_workbook(session: Session, batch: ImportBatch, plan: Impor
     it is rebuilt from the batch's rows only when the commit found errors the plan did not
     (a household someone inserted meanwhile). An exception of either is raised here.
     """
-    if not plan.counts.get(ERROR):
-        counts = commit_plan(session, batch, plan, **options)
-        return counts, (error_workbook(batch, session=session) if counts.get(ERROR) else None)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="error-workbook") as pool:
-        early = pool.submit(error_workbook, plan)
+        early = pool.submit(error_workbook, plan) if plan.counts.get(ERROR) else None
         counts = commit_plan(session, batch, plan, **options)
-        data = early.result()
+        data = early.result() if early is not None else None
     if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
         data = error_workbook(batch, session=session)
     return counts, data
@@ -811,7 +808,7 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
     update = sa.text(insert.replace("{conflict}", "DO UPDATE SET " + ", ".join(
         f"{c} = EXCLUDED.{c}" for c in _SET_ON_UPDATE)))
     missing = sa.text(
-        f"SELECT s.row_number FROM {stage} s WHERE s.chunk = :chunk AND s.action = 'create' "
+        f"SELECT s.row_number FROM {stage} s WHERE s.chunk = :chunk AND s.action = :action "
         "AND NOT EXISTS (SELECT 1 FROM om_import_row r WHERE r.tenant_id = :tenant "
         "AND r.batch_id = :batch AND r.row_number = s.row_number) ORDER BY s.row_number")
     chunks = max(staged["chunk"]) + 1
@@ -831,7 +828,7 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
             # A create that met a household someone else inserted meanwhile is not ours:
             # the chunk's create rows that got no undo record (counted, not fetched: 100k
             # row numbers back through the driver cost more than this rare second look).
-            lost += connection.execute(missing, params).scalars().all()
+            lost += connection.execute(missing, {**params, "action": CREATE}).scalars().all()
         done += int(in_chunk.sum())
         report(done, total, f"已写入 {done} / {total} 行")
         if pause and chunk < chunks - 1:
