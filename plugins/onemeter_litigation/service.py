@@ -49,8 +49,7 @@ def _utcnow() -> dt.datetime:
 
 def tenant_enables(session: Session, tenant_id: int) -> bool:
     """Whether sub-district `tenant_id` enables this plugin."""
-    tenant = session.get(Tenant, tenant_id)
-    return tenant is not None and tenant.enables(PLUGIN)
+    return bool(enabling_tenants(session, [tenant_id]))
 
 
 def enabling_tenants(session: Session, tenant_ids: list[int]) -> list[int]:
