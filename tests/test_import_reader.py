@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import random
 import struct
 import subprocess
 import sys
@@ -463,6 +464,36 @@ def test_xml_external_entity_is_refused():
     message = refused(replace_part(small_xlsx(), "xl/worksheets/sheet1.xml", xml), "台账.xlsx")
     assert "xl/worksheets/sheet1.xml" in message
     assert "DOCTYPE/ENTITY声明（XML外部实体）" in message and "不会解析实体" in message
+
+
+@pytest.mark.parametrize("offset", [-5, -1, 0, 3])
+def test_dtd_marker_after_the_data_and_across_a_read_boundary_is_refused(offset):
+    """The worksheet is checked for DTD markers by the same streamed pass that scans its cells
+    (in reads of `_SCAN_CHUNK`); a marker anywhere, also one split between two reads, is seen."""
+    from onemeter.imports import reader
+
+    head = sheet_xml('<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>小区</t></is></c>'
+                     "</row>").removesuffix(b"</worksheet>")
+    noise = random.Random(offset).randbytes(reader._SCAN_CHUNK).hex().encode()  # incompressible
+    filler = b"<!-- " + noise[:reader._SCAN_CHUNK - len(head) - 9 + offset] + b" -->"
+    xml = head + filler + b'<!ENTITY a "b"></sheetData></worksheet>'
+    assert xml.index(b"<!ENTITY") - reader._SCAN_CHUNK == offset
+    message = refused(replace_part(small_xlsx(), "xl/worksheets/sheet1.xml", xml), "台账.xlsx")
+    assert "“xl/worksheets/sheet1.xml”部分含有DOCTYPE/ENTITY声明" in message
+
+
+def test_worksheet_lying_about_its_size_is_refused_by_the_scan():
+    """The worksheet is not streamed ahead with the other parts: its own scan reads it, and a
+    worksheet inflating past its declared size is refused there as broken."""
+    xml = sheet_xml('<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>小区</t></is></c>'
+                    "</row>" + "<row/>" * 400_000 + "</sheetData>")
+    raw = bytearray(replace_part(small_xlsx(), "xl/worksheets/sheet1.xml", xml))
+    real = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo(
+        "xl/worksheets/sheet1.xml").file_size.to_bytes(4, "little")
+    assert raw.count(real) >= 2
+    raw = raw.replace(real, (200).to_bytes(4, "little"))
+    message = refused(bytes(raw), "台账.xlsx")
+    assert "文件已损坏或不完整" in message and "xl/worksheets/sheet1.xml" in message
 
 
 def test_entity_in_utf16_part_is_refused():

@@ -37,11 +37,12 @@ import struct
 import zipfile
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from defusedxml import DTDForbidden, EntitiesForbidden
 from defusedxml import ElementTree as SafeET
 from python_calamine import CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
 
@@ -61,6 +62,7 @@ MAX_COMPRESSION_RATIO = 100
 _RATIO_FLOOR = 1024 * 1024
 _CHUNK = 1024 * 1024
 _SCAN_CHUNK = 4 * 1024 * 1024
+_MARKER_SPAN = 32  # longer than any DTD marker in any encoding
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _CFB_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")
@@ -242,6 +244,7 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                    extension: str) -> RawSheet:
     parts: dict[str, str] = {}
     zf: zipfile.ZipFile | None = None
+    unpacked = _Unpacked(limits)
     if kind == "zip":
         zf = _open_zip(data, limits)
         kind = _zip_kind(zf)
@@ -250,9 +253,11 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                 f"文件内容是{_KIND_NAMES[kind]}格式，但扩展名是{extension}；请把扩展名改为"
                 f"{_KIND_EXTENSIONS[kind]}，或在Excel中另存为.xlsx后再上传")
         if kind == "ods":
+            unpacked.check(zf)
             _check_ods_extent(zf, limits)
         else:
             parts = _xlsx_sheet_parts(zf)
+            unpacked.check(zf, skip=set(parts.values()) & set(zf.namelist()))
     else:
         _check_xls(data, limits)
 
@@ -279,7 +284,7 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                 part = parts.get(name)
                 if part is None or zf is None or part not in zf.namelist():
                     raise ImportFileError(f"工作表“{name}”在文件中找不到对应的数据部分，文件可能已损坏。{_RESAVE}")
-                hidden = _check_xlsx_sheet(zf, part, name, limits)
+                hidden = _check_xlsx_sheet(zf, part, name, unpacked)
             try:
                 calamine_sheet = book.get_sheet_by_name(name)
                 rows = calamine_sheet.to_python(skip_empty_area=False, nrows=limits.max_rows + 1)
@@ -339,47 +344,76 @@ def _open_zip(data: bytes, limits: _Limits) -> zipfile.ZipFile:
             raise ImportFileError(_bomb(
                 f"其中“{info.filename}”压缩了{ratio:,}倍（{_size(info.compress_size)}解压成"
                 f"{_size(info.file_size)}）", limits))
-    # Decompress everything once as a stream: the real size (declared sizes can lie; zipfile
-    # stops at the declared size and then checks the CRC), and no DTD in any XML part.
-    total = 0
-    for info in infos:
-        is_xml = info.filename.lower().endswith(_XML_SUFFIXES)
-        for chunk in _member_chunks(zf, info, _CHUNK):
-            total += len(chunk)
-            if total > limits.max_uncompressed_bytes:
-                raise ImportFileError(_bomb(f"解压后超过{_size(total)}", limits))
-            if is_xml:
-                _refuse_dtd(chunk, info.filename)
     return zf
 
 
-def _member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int,
-                   overlap: int = 32) -> Iterator[bytes]:
-    """A member's bytes in chunks; each chunk starts with the last `overlap` bytes of the one
-    before, so a marker split between two reads is still seen whole."""
-    tail = b""
+@dataclass
+class _Unpacked:
+    """The real (decompressed) bytes counted so far against the limit, across members.
+
+    Declared sizes can lie (zipfile stops at the declared size and then checks the CRC), so
+    every member calamine may read is decompressed once as a stream: its real size counts
+    here, and no XML part may carry a DTD. A worksheet is streamed by the cell scan itself
+    (`_check_xlsx_sheet`), which does both checks in the same pass."""
+
+    limits: _Limits
+    total: int = 0
+
+    def chunks(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int = _CHUNK
+               ) -> Iterator[bytes]:
+        """The member's bytes in chunks, counted and (XML parts) checked for a DTD."""
+        is_xml = info.filename.lower().endswith(_XML_SUFFIXES)
+        tail = b""
+        for chunk in _member_chunks(zf, info, size):
+            self.total += len(chunk)
+            if self.total > self.limits.max_uncompressed_bytes:
+                raise ImportFileError(_bomb(f"解压后超过{_size(self.total)}", self.limits))
+            if is_xml:  # the chunk, and a marker split between this chunk and the last
+                _refuse_dtd(chunk, info.filename)
+                _refuse_dtd(tail + chunk[:_MARKER_SPAN], info.filename)
+                tail = chunk[-_MARKER_SPAN:]
+            yield chunk
+
+    def check(self, zf: zipfile.ZipFile, skip: Collection[str] = ()) -> None:
+        """Stream every member but those in `skip` (the worksheets, scanned later)."""
+        for info in zf.infolist():
+            if info.filename not in skip:
+                for _chunk in self.chunks(zf, info):
+                    pass
+
+
+def _member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> Iterator[bytes]:
+    """A member's bytes in chunks of `size`; a broken member is an `ImportFileError`."""
     try:
         with zf.open(info) as fh:
             while True:
                 block = fh.read(size)
                 if not block:
                     return
-                yield tail + block
-                tail = block[-overlap:] if overlap else b""
+                yield block
     except ImportFileError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
             NotImplementedError, struct.error) as exc:
-        raise ImportFileError(
-            f"文件已损坏或不完整（“{info.filename}”无法解压：{_short(exc)}）。{_RESAVE}") from exc
+        raise _undecompressable(info.filename, exc) from exc
+
+
+def _undecompressable(part: str, exc: BaseException) -> ImportFileError:
+    return ImportFileError(f"文件已损坏或不完整（“{part}”无法解压：{_short(exc)}）。{_RESAVE}")
 
 
 def _refuse_dtd(chunk: bytes, part: str) -> None:
+    if b"<!" not in chunk and b"<\x00!" not in chunk:  # "<!" in UTF-8 and in UTF-16 LE/BE
+        return
     lowered = chunk.lower()
     if any(marker in lowered for marker in _DTD_MARKERS):
-        raise ImportFileError(
-            f"文件的“{part}”部分含有DOCTYPE/ENTITY声明（XML外部实体）。Excel和WPS保存的文件不会有这种声明，"
-            "这通常是人为构造的恶意文件；虽然本系统读取时不会解析实体，为安全起见仍拒绝导入")
+        raise _dtd_refused(part)
+
+
+def _dtd_refused(part: str) -> ImportFileError:
+    return ImportFileError(
+        f"文件的“{part}”部分含有DOCTYPE/ENTITY声明（XML外部实体）。Excel和WPS保存的文件不会有这种声明，"
+        "这通常是人为构造的恶意文件；虽然本系统读取时不会解析实体，为安全起见仍拒绝导入")
 
 
 def _bomb(what: str, limits: _Limits) -> str:
@@ -503,8 +537,10 @@ class _Extent:
 
 
 def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
-                      limits: _Limits) -> frozenset[int]:
-    """Refuse a sheet whose declared or real extent is too large; return its hidden columns."""
+                      unpacked: _Unpacked) -> frozenset[int]:
+    """Refuse a sheet whose declared or real extent is too large, whose real size takes the
+    file over the limit, or that carries a DTD; return its hidden columns."""
+    limits = unpacked.limits
     hidden: set[int] = set()
     try:
         with zf.open(part) as fh:
@@ -524,6 +560,10 @@ def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
                     break
     except ImportFileError:
         raise
+    except (DTDForbidden, EntitiesForbidden) as exc:
+        raise _dtd_refused(part) from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise _undecompressable(part, exc) from exc
     except Exception as exc:
         raise ImportFileError(f"工作表“{name}”的数据无法解析（{_short(exc)}）。{_RESAVE}") from exc
 
@@ -531,7 +571,7 @@ def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
     carry = b""
     patterns: _CellPatterns | None = None
     info = zf.getinfo(part)
-    for chunk in _member_chunks(zf, info, _SCAN_CHUNK, overlap=0):
+    for chunk in unpacked.chunks(zf, info, _SCAN_CHUNK):
         buffer = carry + chunk
         if patterns is None:
             root = _ROOT_PREFIX.search(buffer[:65536])
@@ -650,7 +690,7 @@ def _check_ods_extent(zf: zipfile.ZipFile, limits: _Limits) -> None:
                 extent.add(state["row"] + state["repeat"], state["col"])
 
     carry = b""
-    for chunk in _member_chunks(zf, zf.getinfo("content.xml"), _SCAN_CHUNK, overlap=0):
+    for chunk in _member_chunks(zf, zf.getinfo("content.xml"), _SCAN_CHUNK):
         buffer = carry + chunk
         cut = buffer.rfind(b"<")
         if cut <= 0:
