@@ -340,3 +340,15 @@ def test_200000_rows_vectorized():
     assert errors.iloc[1].tolist() == [7, "phone", "联系电话", "00003",
                                        "手机号应为11位（以1开头，这里有5位数字）；座机请写成区号-号码，如0376-1234567"]
     assert errors["row"].is_monotonic_increasing
+
+
+def test_as_text_treats_every_unicode_space_as_python_does():
+    """as_text runs on Arrow arrays with RE2, whose own \\s is ASCII only: the separators
+    Python counts as whitespace (line separator, NEL, vertical tab, file separators, thin and
+    ideographic spaces) still collapse to one space and are trimmed; zero-width characters go."""
+    cells = pd.Series(["a\u2028b", "x\x85y", " \v1\x1c ", "三\u2009号\u3000楼", "\u200b2\ufeff",
+                       "张\u202f\u205f三", 3.0, -5.0, "7.50", None])
+    cleaned = as_text(cells).tolist()
+    assert cleaned == ["a b", "x y", "1", "三 号 楼", "2", "张 三", "3", "-5", "7.50", ""]
+    spaced = [0, 1, 2, 3, 5]  # Python's own idea of whitespace agrees
+    assert [" ".join(cells[i].split()) for i in spaced] == [cleaned[i] for i in spaced]

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from onemeter.imports.headers import FIELD_NAMES, DataRows, HeaderMatch, split_address
 from onemeter.registry.normalize import normalize_part
@@ -44,6 +46,8 @@ ERROR_COLUMNS = ["row", "field", "column", "value", "reason"]
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _YEARS = (1950, 2100)
 _CJK = r"[\u3400-\u9fff\uf900-\ufaff]"
+#: Python's \s (str.isspace) in RE2 terms; RE2's own \s is ASCII only.
+_WHITESPACE_RUN = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\pZ]+"
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 _ID_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
 _YES = ("是", "y", "yes", "true", "1", "√", "✓", "✔", "自愿不改造", "不改造", "不参与", "不愿参与")
@@ -82,19 +86,33 @@ def _done(clean: pd.Series, reasons: pd.Series) -> tuple[pd.Series, pd.Series]:
     return _none(clean), _none(reasons)
 
 
+def _arrow_text(column: pd.Series) -> pa.ChunkedArray:
+    """Cells as Arrow strings ("" for an empty cell; numbers as Python writes them)."""
+    values = column.astype(object)
+    return _arrow(values.where(values.notna(), "").astype("str"))
+
+
+def _arrow(text: pd.Series) -> pa.ChunkedArray:
+    """An Arrow-backed string Series' data, without a copy (the `__arrow_array__` protocol)."""
+    return pa.chunked_array(pa.array(text.array))
+
+
+def _text_series(array: pa.ChunkedArray | pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.array(array, dtype="str"), index=index)
+
+
 def as_text(column: pd.Series) -> pd.Series:
     """Cells as cleaned strings ("" for an empty cell): NFKC, no zero-width characters, runs of
-    whitespace as one space, trimmed; "3.0" (a whole number from a numeric cell) → "3"."""
-    values = column.astype(object)
-    text = (values.where(values.notna(), "").astype(str)
-            .str.normalize("NFKC")
-            .str.replace("[\u200b-\u200d\u2060\ufeff]", "", regex=True)
-            .str.replace(r"\s+", " ", regex=True)
-            .str.strip())
-    whole = text.str.fullmatch(r"-?\d+\.0+")
-    if whole.any():
-        text[whole] = text[whole].str.replace(r"\.0+$", "", regex=True)
-    return text
+    whitespace as one space, trimmed; "3.0" (a whole number from a numeric cell) → "3".
+
+    On the Arrow arrays with pyarrow.compute (RE2): an order of magnitude faster than the
+    pandas string accessor, which falls back to Python for NFKC."""
+    text = pc.utf8_normalize(_arrow_text(column), "NFKC")
+    text = pc.replace_substring_regex(text, "[\u200b-\u200d\u2060\ufeff]", "")
+    text = pc.replace_substring_regex(text, _WHITESPACE_RUN, " ")
+    text = pc.utf8_trim_whitespace(text)
+    text = pc.replace_substring_regex(text, r"^(-?\d+)\.0+$", r"\1")
+    return _text_series(text, column.index)
 
 
 def has_text(column: pd.Series) -> np.ndarray:
@@ -106,8 +124,14 @@ def has_text(column: pd.Series) -> np.ndarray:
 
 
 def normalize_text(column: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Free text (community, address, names, plugin fields): cleaned, never an error."""
-    text = as_text(column).str.replace(rf"(?<={_CJK}) +(?={_CJK})", "", regex=True)
+    """Free text (community, address, names, plugin fields): cleaned, never an error; a space
+    between two Chinese characters goes (张 三 → 张三)."""
+    text = as_text(column)
+    spaced = text.str.contains(" ", regex=False).to_numpy(dtype=bool)
+    if spaced.any():  # few cells have a space: the look-around (not in RE2) runs on those only
+        text = text.copy()
+        text[spaced] = text[spaced].astype(object).str.replace(
+            rf"(?<={_CJK}) +(?={_CJK})", "", regex=True)
     return _done(text.where(text != ""), _empty_reasons(column.index))
 
 
@@ -167,8 +191,9 @@ def normalize_phones(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     """An 11-digit mobile (1[3-9]…), or a landline like 0376-1234567 kept as written."""
     text = as_text(column)
     landline = text.str.fullmatch(r"0\d{2,3}-?\d{7,8}(?:-\d{1,6})?")
-    digits = (text.str.replace(r"[\s\-()]", "", regex=True)
-              .str.replace(r"^(?:\+?86|0086)(?=1\d{10}$)", "", regex=True))
+    digits = _text_series(pc.replace_substring_regex(pc.replace_substring_regex(
+        _arrow(text), r"[\s\-()]", ""), r"^(?:\+?86|0086)(1\d{10})$", r"\1"),
+        column.index)
     mobile = digits.str.fullmatch(r"1[3-9]\d{9}")
     clean = digits.where(mobile, text.where(landline))
     filled = text != ""
