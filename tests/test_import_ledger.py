@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +24,11 @@ from flask import Flask
 
 from onemeter.database import db
 from onemeter.imports.ledger import (
+    BuilderFailed,
+    ForkedBuild,
     RollbackRefused,
     commit_plan,
+    commit_with_error_workbook,
     error_workbook,
     lock_tenant_imports,
     plan_households,
@@ -419,6 +425,60 @@ def test_error_workbook_repeats_each_bad_row_with_its_row_number_and_reason(
         assert values[4][11].startswith("联系电话：手机号应为11位")
         assert len(values) == 5
 
+
+def test_commit_builds_the_error_workbook_in_a_fork_and_keeps_its_connection(
+        tenant: int, tag: str) -> None:
+    """commit_with_error_workbook builds the workbook in a forked child while the same
+    connection writes; afterwards the workbook equals the plan's, the connection still serves
+    (the child closed nothing of the parent's) and no child is left behind."""
+    n = names(tag)
+    seed(tenant, n)
+    data = ledger_xlsx(ledger_rows(n))
+    batch = new_batch(tenant, data)
+    lock_tenant_imports(db.session, batch)
+    plan = plan_households(db.session, tenant, sheet(data), lock=True)
+    backend = db.session.connection().connection.dbapi_connection
+    children = _children()
+    counts, workbook = commit_with_error_workbook(db.session, batch, plan)
+    assert _children() == children  # the fork was reaped
+    assert db.session.connection().connection.dbapi_connection is backend
+    assert db.session.execute(sa.select(sa.func.count()).select_from(ImportRow).where(
+        ImportRow.batch_id == batch.id)).scalar() == counts["rows"] == 8
+    db.session.commit()
+    assert workbook is not None
+    values = lambda blob: [list(r) for r in openpyxl.load_workbook(  # noqa: E731
+        io.BytesIO(blob)).active.iter_rows(values_only=True)]
+    assert values(workbook) == values(error_workbook(plan)) and len(values(workbook)) == 5
+
+
+def _children() -> set[int]:
+    """This process's live and unreaped child processes (Linux /proc)."""
+    pid = os.getpid()
+    return {int(c) for task in os.listdir(f"/proc/{pid}/task")
+            for c in open(f"/proc/{pid}/task/{task}/children").read().split()}
+
+
+def test_forked_build_returns_bytes_and_reports_failures_clearly() -> None:
+    assert ForkedBuild(lambda: b"x" * 300_000).result() == b"x" * 300_000  # > a pipe's buffer
+
+    def broken() -> bytes:
+        raise ValueError("第3行的格式坏了")
+
+    with pytest.raises(BuilderFailed, match="ValueError: 第3行的格式坏了"):
+        ForkedBuild(broken).result()
+
+    def killed() -> bytes:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return b""
+
+    with pytest.raises(BuilderFailed, match="子进程意外退出（信号 9）"):
+        ForkedBuild(killed).result()
+
+    children = _children()
+    slow = ForkedBuild(lambda: time.sleep(60) or b"")
+    assert len(_children() - children) == 1
+    slow.abandon()  # killed and reaped at once, not after its minute
+    assert _children() == children
 
 def test_formula_like_cells_are_neutralized_in_the_error_workbook(tenant: int, tag: str) -> None:
     rows = [[1, "@HYPERLINK(\"http://x\")", f"桂园小区{tag}", "1", "1", None, None, None, None,

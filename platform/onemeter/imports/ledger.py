@@ -39,7 +39,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import multiprocessing
+import os
+import signal
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -747,20 +751,103 @@ def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
     return counts
 
 
+class BuilderFailed(RuntimeError):
+    """The forked process that built a file died or raised; the message says how."""
+
+
+class ForkedBuild:
+    """`work` running in a forked child process, started at construction; `result()` waits
+    for its bytes, `abandon()` kills it. Both reap the child.
+
+    For CPU-bound pure-Python work (openpyxl) that would otherwise take the GIL from the
+    thread driving the database: a thread beside the writes slowed them by as much as the
+    work itself. The child is a fork, so it reads the caller's objects without pickling them;
+    it touches no connection and leaves with `os._exit`, so nothing of the caller's is closed.
+    If the caller dies first, the child's send fails and it exits. Where fork is unavailable
+    (Windows) the work runs in a thread instead. An exception in the child, or the child dying,
+    raises `BuilderFailed` from `result()`.
+    """
+
+    def __init__(self, work: Callable[[], bytes]) -> None:
+        self._future: Any = None
+        self._pid = 0
+        if "fork" not in multiprocessing.get_all_start_methods():
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="builder")
+            self._future = pool.submit(work)
+            pool.shutdown(wait=False)
+            return
+        self._receive, send = multiprocessing.Pipe(duplex=False)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            code = 0
+            try:
+                self._receive.close()
+                try:
+                    send.send_bytes(b"1" + work())
+                except BaseException:  # noqa: BLE001 — reported to the parent
+                    code = 1
+                    send.send_bytes(b"0" + traceback.format_exc().encode("utf-8", "replace"))
+            except BaseException:  # noqa: BLE001 — the parent is gone: nothing to report to
+                code = 2
+            finally:
+                os._exit(code)
+        send.close()
+        self._pid = pid
+
+    def result(self) -> bytes:
+        """The child's bytes (waits for it); `BuilderFailed` if it raised or died."""
+        if self._future is not None:
+            return self._future.result()
+        try:
+            message = self._receive.recv_bytes()
+        except EOFError:
+            message = b"0"
+        finally:
+            self._receive.close()
+            _, status = os.waitpid(self._pid, 0)
+        if message[:1] == b"1":
+            return message[1:]
+        detail = message[1:].decode("utf-8", "replace").strip()
+        raise BuilderFailed(detail.splitlines()[-1] if detail else
+                            f"生成文件的子进程意外退出（{_exit_status(status)}）")
+
+    def abandon(self) -> None:
+        """Stop the child (the caller failed and will not use its bytes) and reap it."""
+        if self._future is not None:
+            self._future.cancel()
+            return
+        self._receive.close()
+        try:
+            os.kill(self._pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self._pid, 0)
+
+
+def _exit_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"信号 {os.WTERMSIG(status)}"
+    return f"退出码 {os.WEXITSTATUS(status) if os.WIFEXITED(status) else status}"
+
+
 def commit_with_error_workbook(session: Session, batch: ImportBatch, plan: ImportPlan,
                                **options: Any) -> tuple[dict[str, int], bytes | None]:
     """`commit_plan` (same options), and the error workbook of the committed batch (None
     when no row is an error).
 
-    The workbook is built from the plan in a second thread while the database writes (the
-    driver releases the GIL while it waits for the server), so it costs no time of its own;
-    it is rebuilt from the batch's rows only when the commit found errors the plan did not
-    (a household someone inserted meanwhile). An exception of either is raised here.
+    The workbook is built from the plan in a forked process (`ForkedBuild`) while the
+    database writes, on the machine's other core; it is rebuilt from the batch's rows only
+    when the commit found errors the plan did not (a household someone inserted meanwhile).
+    An exception of either is raised here.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="error-workbook") as pool:
-        early = pool.submit(error_workbook, plan) if plan.counts.get(ERROR) else None
+    early = ForkedBuild(lambda: error_workbook(plan)) if plan.counts.get(ERROR) else None
+    try:
         counts = commit_plan(session, batch, plan, **options)
-        data = early.result() if early is not None else None
+    except BaseException:
+        if early is not None:
+            early.abandon()
+        raise
+    data = early.result() if early is not None else None
     if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
         data = error_workbook(batch, session=session)
     return counts, data
@@ -782,8 +869,13 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
     if not total:
         return []
     columns = (*_WRITE_COLUMNS, *_STAGE_EXTRA)
+    # Every staged row draws its household id from om_household's own sequence as COPY
+    # fills the column's default, so the undo records can find their rows by that integer
+    # rather than by a sort-and-merge on (community_id, natural_key).
+    sequence = connection.exec_driver_sql(
+        "SELECT pg_get_serial_sequence('om_household', 'id')").scalar()
     stage = _temp_table(connection, Household.__table__, _WRITE_COLUMNS,
-                        {k: v for k, v in _STAGE_EXTRA.items()})
+                        {**_STAGE_EXTRA, "new_id": f"integer DEFAULT nextval('{sequence}')"})
     _copy(connection, stage, columns, zip(*(staged[c] for c in columns), strict=True))
     connection.exec_driver_sql(f"CREATE INDEX ON {stage} (chunk, action)")
     connection.exec_driver_sql(f"ANALYZE {stage}")
@@ -792,10 +884,13 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
     returned = ", ".join(IMAGE_COLUMNS)
     # One statement per step writes the households and their undo records together: the
     # ImportRows come from what INSERT … RETURNING gives back, never from a second pass
-    # over om_household (which cost more than the households themselves).
-    insert = (f"WITH written AS (INSERT INTO om_household (tenant_id, {names}) "
-              f"SELECT :tenant, {selected} FROM {stage} s "
-              "WHERE s.chunk = :chunk AND s.action = :action ORDER BY s.row_number "
+    # over om_household (which cost more than the households themselves). A created row is
+    # its staged new_id; an updated row keeps its id (the new_id of an update is not used
+    # unless the household vanished since the plan — then no undo record matches and the
+    # count check below refuses the import).
+    insert = (f"WITH written AS (INSERT INTO om_household (id, tenant_id, {names}) "
+              f"SELECT s.new_id, :tenant, {selected} FROM {stage} s "
+              "WHERE s.chunk = :chunk AND s.action = :action "
               "ON CONFLICT (tenant_id, community_id, natural_key) {conflict} "
               f"RETURNING {returned}) "
               "INSERT INTO om_import_row (tenant_id, batch_id, row_number, action, household_id, "
@@ -803,10 +898,10 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
               "SELECT :tenant, :batch, s.row_number, s.action, w.id, w.community_id, "
               "w.natural_key, s.before, row_to_json(w), s.reason "
               f"FROM written w JOIN {stage} s ON s.chunk = :chunk AND s.action = :action "
-              "AND s.community_id = w.community_id AND s.natural_key = w.natural_key")
-    create = sa.text(insert.replace("{conflict}", "DO NOTHING"))
+              "AND s.{key} = w.id")
+    create = sa.text(insert.replace("{conflict}", "DO NOTHING").replace("{key}", "new_id"))
     update = sa.text(insert.replace("{conflict}", "DO UPDATE SET " + ", ".join(
-        f"{c} = EXCLUDED.{c}" for c in _SET_ON_UPDATE)))
+        f"{c} = EXCLUDED.{c}" for c in _SET_ON_UPDATE)).replace("{key}", "household_id"))
     missing = sa.text(
         f"SELECT s.row_number FROM {stage} s WHERE s.chunk = :chunk AND s.action = :action "
         "AND NOT EXISTS (SELECT 1 FROM om_import_row r WHERE r.tenant_id = :tenant "
@@ -820,11 +915,15 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
             check()
         params = {"tenant": tenant_id, "batch": batch.id, "chunk": chunk}
         in_chunk = chunk_of == chunk
-        made = connection.execute(create, {**params, "action": CREATE}).rowcount
-        changed = connection.execute(update, {**params, "action": UPDATE}).rowcount
-        if changed != int((in_chunk & (actions == UPDATE)).sum()):
+        creates = int((in_chunk & (actions == CREATE)).sum())
+        updates = int((in_chunk & (actions == UPDATE)).sum())
+        made = connection.execute(create, {**params, "action": CREATE}).rowcount \
+            if creates else 0
+        changed = connection.execute(update, {**params, "action": UPDATE}).rowcount \
+            if updates else 0
+        if changed != updates:
             raise RuntimeError("更新住户时行数不符（住户在导入过程中被删除？）")
-        if made != int((in_chunk & (actions == CREATE)).sum()):
+        if made != creates:
             # A create that met a household someone else inserted meanwhile is not ours:
             # the chunk's create rows that got no undo record (counted, not fetched: 100k
             # row numbers back through the driver cost more than this rare second look).
