@@ -398,8 +398,7 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
             if clean is not None:
                 lookup.setdefault(clean, cid)
     community_id = d["community"].map(lookup)
-    community_id = pd.array([None if pd.isna(v) else int(v) for v in community_id.tolist()],
-                            dtype="Int64")
+    community_id = pd.array(pd.to_numeric(community_id), dtype="Int64")
 
     # Duplicates inside the file: the same community and household again.
     # A known community by its id (two spellings of one name are one community).
@@ -672,13 +671,16 @@ def _final_values(plan: ImportPlan, write: pd.DataFrame, now: dt.datetime
 
 def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
                 progress: Progress | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                pause: float = 0.0, check: Callable[[], None] | None = None) -> dict[str, int]:
+                pause: float = 0.0, check: Callable[[], None] | None = None,
+                staged: Callable[[], None] | None = None) -> dict[str, int]:
     """Write `plan` for `batch` in the session's transaction (the caller commits).
 
     Creates the new communities, inserts the create rows and updates the update rows in
     steps of `chunk_rows` (calling `check` — e.g. a cancellation check — and `progress`
     between steps, and sleeping `pause` seconds: a test setting to be caught mid-way), then
-    records one ImportRow per data row. Returns the counts stored on the batch.
+    records one ImportRow per data row. `staged` is called once, when the rows are staged and
+    the steps begin (the database busy, this process mostly waiting): the moment to start
+    work beside it. Returns the counts stored on the batch.
     """
     if plan.tenant_id != batch.tenant_id:
         raise ValueError("导入计划与批次不属于同一个办事处")
@@ -713,16 +715,18 @@ def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
                if a == UPDATE else None
                for a, h in zip(write["action"].tolist(), write["household_id"].to_numpy(
                    dtype=object), strict=True)]
-    staged = {**{c: final[c] for c in _WRITE_COLUMNS},
+    values = {**{c: final[c] for c in _WRITE_COLUMNS},
               "row_number": numbers.tolist(), "action": write["action"].tolist(),
               "chunk": chunk_of.tolist(), "household_id": _objects(write["household_id"]),
               "before": befores, "reason": _objects(write["reason"])}
     for c in ("optout_reason", "optout_letter"):
-        staged[c] = final[c]
+        values[c] = final[c]
+    begin = staged or (lambda: None)
     if _dialect(session) == "postgresql":
-        lost = _write_postgres(session, batch, staged, report, pause, check, now)
+        lost = _write_postgres(session, batch, values, report, pause, check, begin)
     else:
-        lost = _write_sqlite(session, batch, staged, report, chunk_rows, pause, check)
+        begin()
+        lost = _write_sqlite(session, batch, values, report, chunk_rows, pause, check)
     if lost:
         rows.loc[lost, "action"] = ERROR
         rows.loc[lost, "reason"] = ("提交时本小区已有同一住户（可能刚被他人录入），本行未导入；"
@@ -836,18 +840,24 @@ def commit_with_error_workbook(session: Session, batch: ImportBatch, plan: Impor
     when no row is an error).
 
     The workbook is built from the plan in a forked process (`ForkedBuild`) while the
-    database writes, on the machine's other core; it is rebuilt from the batch's rows only
+    database writes, on the machine's other core (started once the rows are staged: during
+    the COPY this process and the server are both busy); it is rebuilt from the batch's rows only
     when the commit found errors the plan did not (a household someone inserted meanwhile).
     An exception of either is raised here.
     """
-    early = ForkedBuild(lambda: error_workbook(plan)) if plan.counts.get(ERROR) else None
+    builds: list[ForkedBuild] = []
+
+    def start() -> None:
+        if plan.counts.get(ERROR):
+            builds.append(ForkedBuild(lambda: error_workbook(plan)))
+
     try:
-        counts = commit_plan(session, batch, plan, **options)
+        counts = commit_plan(session, batch, plan, staged=start, **options)
     except BaseException:
-        if early is not None:
-            early.abandon()
+        for build in builds:
+            build.abandon()
         raise
-    data = early.result() if early is not None else None
+    data = builds[0].result() if builds else None
     if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
         data = error_workbook(batch, session=session)
     return counts, data
@@ -860,13 +870,15 @@ _STAGE_EXTRA = {"row_number": "integer", "action": "text", "chunk": "integer",
 
 def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any],
                     report: Progress, pause: float, check: Callable[[], None] | None,
-                    now: dt.datetime) -> list[int]:
+                    begin: Callable[[], None]) -> list[int]:
     """COPY → TEMP table → INSERT … ON CONFLICT per step; the ImportRows of the written rows
-    with the after-image as PostgreSQL stored it. Returns the create rows not written."""
+    with the after-image as PostgreSQL stored it. Calls `begin` once the rows are staged.
+    Returns the create rows not written."""
     connection = session.connection()
     tenant_id = batch.tenant_id
     total = len(staged["row_number"])
     if not total:
+        begin()
         return []
     columns = (*_WRITE_COLUMNS, *_STAGE_EXTRA)
     # Every staged row draws its household id from om_household's own sequence as COPY
@@ -879,6 +891,7 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
     _copy(connection, stage, columns, zip(*(staged[c] for c in columns), strict=True))
     connection.exec_driver_sql(f"CREATE INDEX ON {stage} (chunk, action)")
     connection.exec_driver_sql(f"ANALYZE {stage}")
+    begin()
     names = ", ".join(_WRITE_COLUMNS)
     selected = ", ".join(f"s.{c}" for c in _WRITE_COLUMNS)
     returned = ", ".join(IMAGE_COLUMNS)
