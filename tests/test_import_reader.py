@@ -550,6 +550,19 @@ def test_cells_without_references_are_placed_and_bounded():
     assert read(data, "台账.xlsx", max_cells=2_000_000).height == 4000
 
 
+@pytest.mark.parametrize("far_cell", ['<c t="n" r="XFD5000"><v>1</v></c>',
+                                      '<c\tr="XFD5000"><v>1</v></c>',
+                                      '<c r="XFD5000"\n><v>1</v></c>'])
+def test_far_cell_written_unusually_is_still_found(far_cell):
+    """The fast scan only trusts buffers whose every cell tag starts `<c r="`; a far cell with
+    its r after another attribute or after a tab (no writer seen does it; a crafted file can)
+    sends the buffer to the tag-by-tag walk, which still places and refuses it."""
+    xml = sheet_xml('<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>小区</t></is></c>'
+                    f'</row><row r="5000">{far_cell}</row></sheetData>')
+    message = refused(replace_part(small_xlsx(), "xl/worksheets/sheet1.xml", xml), "台账.xlsx")
+    assert "第5,000行、第16,384列（XFD5000）" in message
+
+
 def test_styled_empty_cells_far_away_do_not_count():
     xml = sheet_xml('<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>小区</t></is></c>'
                     '</row><row r="60000"><c r="XFD60000" s="1"/></row></sheetData>')

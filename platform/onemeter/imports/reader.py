@@ -487,8 +487,8 @@ def _xlsx_sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
 # Cells are scanned on raw bytes. Every writer seen (Excel, WPS, LibreOffice, openpyxl, POI,
 # SheetJS) writes `<c r="B7" ...>` with r first; then one findall of non-self-closing cells
 # (a self-closing <c/> has no value and calamine skips cells without a value) gives every
-# position. A buffer where the count of `<c r="` differs from the count of cell tags (r later,
-# r missing, odd spacing) is walked tag by tag instead: slower, same bounds.
+# position. A buffer with any other cell tag (r later, r missing, odd spacing: one search
+# finds it) is walked tag by tag instead: slower, same bounds.
 _ROW_OR_CELL = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
 _REF_ATTR = re.compile(rb"(?<![\w:])r\s*=\s*[\"']\$?([A-Z]{0,3})\$?([0-9]{0,7})[\"']")
 _DIMENSION = re.compile(r"^\$?([A-Z]{1,3})\$?([0-9]{1,7})(?::\$?([A-Z]{1,3})\$?([0-9]{1,7}))?$")
@@ -497,17 +497,14 @@ _ROOT_PREFIX = re.compile(rb"<([\w.-]+:)?worksheet[\s>]")
 
 @dataclass(frozen=True)
 class _CellPatterns:
-    ref_start: bytes  # b'<c r="' (or b'<x:c r="')
-    space_start: bytes  # b'<c '
-    odd_start: re.Pattern[bytes]  # <c>, <c/>, <c\t...: cells the fast path cannot place
+    odd: re.Pattern[bytes]  # a cell tag not starting `<c r="`: one the fast path cannot place
     valued: re.Pattern[bytes]  # non-self-closing cells with r first: (letters, digits)
 
     @classmethod
     def for_prefix(cls, prefix: bytes) -> _CellPatterns:
         tag = b"<" + re.escape(prefix) + b"c"
         return cls(
-            ref_start=b"<" + prefix + b'c r="', space_start=b"<" + prefix + b"c ",
-            odd_start=re.compile(tag + rb"[>/\t\r\n]"),
+            odd=re.compile(tag + rb'(?! r=")[\s/>]'),
             valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^>]*(?<!/)>'))
 
 
@@ -608,8 +605,7 @@ def _check_dimension(ref: str, name: str, limits: _Limits) -> None:
 def _scan_cells(buffer: bytes, extent: _Extent, patterns: _CellPatterns) -> None:
     if not buffer:
         return
-    if (buffer.count(patterns.ref_start) == buffer.count(patterns.space_start)
-            and patterns.odd_start.search(buffer) is None):
+    if patterns.odd.search(buffer) is None:
         refs = patterns.valued.findall(buffer)
         if refs:
             rows = max(map(int, {row for _, row in refs}))
