@@ -403,7 +403,7 @@ def _undecompressable(part: str, exc: BaseException) -> ImportFileError:
 
 
 def _refuse_dtd(chunk: bytes, part: str) -> None:
-    if b"<!" not in chunk and b"<\x00!" not in chunk:  # "<!" in UTF-8 and in UTF-16 LE/BE
+    if b"!" not in chunk:  # every marker has one, in every encoding; '!' is rare in XML
         return
     lowered = chunk.lower()
     if any(marker in lowered for marker in _DTD_MARKERS):
