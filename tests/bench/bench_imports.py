@@ -12,10 +12,15 @@
     is refused on tables with row-level security, so it goes into a TEMP table (as the
     pipeline's own staging does), not into om_household.
 
+The floor and the pipeline run RUNS times (3) in pairs; the floor verdict is the median of the
+pairs' ratios: on this shared 2-core machine one run varies by ±20 %, enough to turn a verdict.
 Each phase runs in a forked child of the test process (the app loaded, like an RQ work-horse
 forked from the worker); the child's peak RSS (getrusage ru_maxrss) is the phase's peak.
 (a), (b) and (c) write into three different tenants' fresh communities (a per-run tag in the names);
-everything they wrote is deleted at the end (the change-log entries stay: it is append-only).
+what a pipeline run wrote is deleted after it, the rest at the end (the change-log entries stay:
+it is append-only). Nothing is vacuumed between runs: a VACUUM of the small om_community makes
+every household's community foreign-key check a sequential scan (10.8 instead of 4.4 µs a row,
+for the floor and the pipeline alike), which shifts the ratio without either getting better.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ ROWS = int(os.environ.get("ONEMETER_BENCH_IMPORT_ROWS", "100000"))
 #: would take at most NAIVE_LIMIT seconds, else its rows/s are extrapolated from the sample.
 NAIVE_SAMPLE = min(10_000, ROWS)
 NAIVE_LIMIT = 300.0
+#: The floor and the pipeline run this many times, in pairs, each pipeline run on its own copy
+#: of the ledger (fresh communities, deleted after the run); the verdict on the floor uses the
+#: median of the pairs' ratios and the rest each one's median run, because one run of either
+#: on this shared 2-core machine varies by ±20 % (ONEMETER_BENCH_IMPORT_RUNS).
+RUNS = max(1, int(os.environ.get("ONEMETER_BENCH_IMPORT_RUNS", "3")))
 TARGET_SPEEDUP, TARGET_FLOOR, TARGET_RSS_MB = 20.0, 2.0, 500.0
 
 
@@ -257,6 +267,13 @@ def _clean_up(app: Flask, tenant_id: int, prefix: str, batch_id: int | None,
 
 # --- the benchmark ----------------------------------------------------------------------------
 
+def _median(runs: list[dict[str, Any]], seconds: Callable[[dict[str, Any]], float]
+            ) -> dict[str, Any]:
+    """The run whose time is the median (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=seconds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -267,17 +284,26 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
     floor_tenant = tenant_ids["pingxi"]
     work = Path(tempfile.mkdtemp(prefix="onemeter-bench-imports-"))
     prefix = f"基准{tag}"
-    pipeline: dict[str, Any] = {}
+    pipelines: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     try:
         started = time.perf_counter()
         path = write_ledger(work / "台账.xlsx", ROWS, tag)
         generated = time.perf_counter() - started
+        copies = [path] + [write_ledger(work / f"台账-{run}.xlsx", ROWS, f"{tag}{run}")
+                           for run in range(1, RUNS)]
         sample_path = write_ledger(work / "台账-样本.xlsx", NAIVE_SAMPLE, f"{tag}s")
         size_mb = path.stat().st_size / 1e6
 
         baseline = _in_child(app, lambda: {})
-        floor = _in_child(app, lambda: _floor(app, floor_tenant, path, tag))
-        pipeline = _in_child(app, lambda: _pipeline(app, pipeline_tenant, path))
+        for copy in copies:
+            floors.append(_in_child(app, lambda: _floor(app, floor_tenant, path, tag)))
+            run = _in_child(app, lambda c=copy: _pipeline(app, pipeline_tenant, c))
+            pipelines.append(run)
+            _clean_up(app, pipeline_tenant, prefix, run["batch_id"], run["error_file"])
+            run["batch_id"] = run["error_file"] = None
+        floor = _median(floors, lambda f: f["seconds"] + f["into_table"])
+        pipeline = _median(pipelines, lambda p: p["seconds"])
         sample = _in_child(app, lambda: _naive(app, naive_tenant, sample_path))
         naive_rate = sample["rows"] / sample["seconds"]
         naive_note = f"measured on a {NAIVE_SAMPLE:,}-row sample of the same ledger, " \
@@ -289,8 +315,8 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
             naive_note = f"all {ROWS:,} rows"
     finally:
         _clean_up(app, naive_tenant, prefix, None, None)
-        _clean_up(app, pipeline_tenant, prefix, pipeline.get("batch_id"),
-                  pipeline.get("error_file"))
+        for run in pipelines:
+            _clean_up(app, pipeline_tenant, prefix, run.get("batch_id"), run.get("error_file"))
         shutil.rmtree(work, ignore_errors=True)
 
     pipeline_rate = pipeline["rows"] / pipeline["seconds"]
@@ -301,9 +327,10 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
     # om_household by COPY alone: the floor an import can reach there is COPY into a TEMP
     # table plus the one INSERT … SELECT (RLS, keys, foreign keys). Both ratios are printed;
     # the target is judged against the floor into the real table.
-    real_floor_rate = floor["rows"] / (floor["seconds"] + floor["into_table"])
-    behind_real = real_floor_rate / pipeline_rate
-    peak = pipeline["peak_rss_mb"]
+    pairs = sorted(p["seconds"] / (f["seconds"] + f["into_table"])
+                   for f, p in zip(floors, pipelines, strict=True))
+    behind_real = pairs[(len(pairs) - 1) // 2]  # the median pair's ratio
+    peak = max(p["peak_rss_mb"] for p in pipelines)
     c = pipeline["counts"]
     laps = ", ".join(f"{k} {v:.2f} s" for k, v in pipeline["laps"].items())
     print(f"\n[bench imports, {TEST_DB}] {ROWS:,}-row messy ledger ({size_mb:.1f} MB .xlsx, "
@@ -324,10 +351,16 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
           f"foreign key, unique key: one INSERT … SELECT, rolled back) takes another "
           f"{floor['into_table']:.2f} s — floor into the real table "
           f"{floor['rows'] / (floor['seconds'] + floor['into_table']):,.0f} rows/s")
+    print("  runs (floor into the real table / pipeline, s): " + ", ".join(
+        f"{f['seconds'] + f['into_table']:.2f} / {p['seconds']:.2f} "
+        f"(×{p['seconds'] / (f['seconds'] + f['into_table']):.2f})"
+        for f, p in zip(floors, pipelines, strict=True))
+        + f" — the median runs above, the median ratio below; peak RSS is the largest of the pipeline's runs, "
+        f"{max(p['peak_rss_mb'] for p in pipelines):.0f} MB")
     print(f"  forked test process at rest: {baseline['peak_rss_mb']:.0f} MB RSS")
     print(f"  pipeline/naive ×{speedup:.1f} (target ≥ {TARGET_SPEEDUP:.0f}×: "
           f"{_verdict(speedup >= TARGET_SPEEDUP)}); floor into the real table/pipeline "
-          f"×{behind_real:.2f} (target ≤ {TARGET_FLOOR:.0f}×: "
+          f"×{behind_real:.2f}, median of the runs (target ≤ {TARGET_FLOOR:.0f}×: "
           f"{_verdict(behind_real <= TARGET_FLOOR)}; against the TEMP-table floor ×{behind:.2f}"
           f"); pipeline "
           f"peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB:.0f} MB: "
