@@ -890,7 +890,7 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
                         {**_STAGE_EXTRA, "new_id": f"integer DEFAULT nextval('{sequence}')"})
     _copy(connection, stage, columns, zip(*(staged[c] for c in columns), strict=True))
     connection.exec_driver_sql(f"CREATE INDEX ON {stage} (chunk, action)")
-    connection.exec_driver_sql(f"ANALYZE {stage}")
+    connection.exec_driver_sql(f"ANALYZE {stage} (chunk, action, new_id, household_id)")
     begin()
     names = ", ".join(_WRITE_COLUMNS)
     selected = ", ".join(f"s.{c}" for c in _WRITE_COLUMNS)
