@@ -20,6 +20,7 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -348,7 +349,7 @@ def test_ods_reads():
     assert sheet.source_kind == "ods" and sheet.rows == [["小区"]]
 
 
-def ods_file(rows: str) -> bytes:
+def ods_file(rows: str, head: str = '<?xml version="1.0" encoding="UTF-8"?>') -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.spreadsheet")
@@ -360,7 +361,7 @@ def ods_file(rows: str) -> bytes:
             'manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
             "</manifest:manifest>"))
         z.writestr("content.xml", (
-            '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+            f'{head}<office:document-content '
             'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
             'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
             'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
@@ -599,6 +600,30 @@ def test_ods_repeated_rows_bomb():
         '<table:table-cell table:number-columns-repeated="1000" office:value-type="float" '
         'office:value="1"/></table:table-row>'), "台账.ods")
     assert "工作表“台账”" in message and "第100,000行、第1,000列" in message
+
+
+def test_ods_content_is_checked_for_a_dtd_and_its_real_size_in_the_extent_scan(
+        monkeypatch: pytest.MonkeyPatch):
+    # content.xml is decompressed once by our checks (the extent scan; calamine reads it
+    # again in Rust): the DTD and real-size checks ride on that pass.
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def counting_open(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
+    dtd = ods_file("", head="<!DOCTYPE d [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>")
+    assert "“content.xml”部分含有DOCTYPE/ENTITY声明" in refused(dtd, "台账.ods")
+    big = ods_file('<table:table-row><table:table-cell office:value-type="string"><text:p>小区'
+                   "</text:p></table:table-cell>" + "<table:table-cell/>" * 20_000
+                   + "</table:table-row>")
+    message = refused(big, "台账.ods", max_uncompressed_bytes=200_000)
+    assert "文件解压后异常庞大" in message
+    opened.clear()
+    assert read(big, "台账.ods").rows == [["小区"]]  # the same file under the default limit
+    assert opened.count("content.xml") == 1
 
 
 def test_too_many_rows():

@@ -253,8 +253,8 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                 f"文件内容是{_KIND_NAMES[kind]}格式，但扩展名是{extension}；请把扩展名改为"
                 f"{_KIND_EXTENSIONS[kind]}，或在Excel中另存为.xlsx后再上传")
         if kind == "ods":
-            unpacked.check(zf)
-            _check_ods_extent(zf, limits)
+            unpacked.check(zf, skip={"content.xml"})
+            _check_ods_extent(zf, unpacked)
         else:
             parts = _xlsx_sheet_parts(zf)
             unpacked.check(zf, skip=set(parts.values()) & set(zf.namelist()))
@@ -653,7 +653,10 @@ _ODS_ROWS = re.compile(rb"number-rows-repeated\s*=\s*[\"']([0-9]{1,12})[\"']")
 _ODS_COLS = re.compile(rb"number-columns-repeated\s*=\s*[\"']([0-9]{1,12})[\"']")
 
 
-def _check_ods_extent(zf: zipfile.ZipFile, limits: _Limits) -> None:
+def _check_ods_extent(zf: zipfile.ZipFile, unpacked: _Unpacked) -> None:
+    """Refuse an ODS whose tables reach too far; its content.xml is streamed once, through
+    `unpacked` (real size and DTD checked in the same pass, as for an xlsx worksheet)."""
+    limits = unpacked.limits
     state: dict[str, Any] = {"extent": None, "row": 0, "col": 0, "repeat": 1}
 
     def walk(buffer: bytes) -> None:
@@ -686,7 +689,7 @@ def _check_ods_extent(zf: zipfile.ZipFile, limits: _Limits) -> None:
                 extent.add(state["row"] + state["repeat"], state["col"])
 
     carry = b""
-    for chunk in _member_chunks(zf, zf.getinfo("content.xml"), _SCAN_CHUNK):
+    for chunk in unpacked.chunks(zf, zf.getinfo("content.xml"), _SCAN_CHUNK):
         buffer = carry + chunk
         cut = buffer.rfind(b"<")
         if cut <= 0:
