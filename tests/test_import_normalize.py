@@ -17,7 +17,13 @@ import pytest
 from openpyxl.utils.datetime import from_excel
 from stdnum.cn import ric
 
-from onemeter.imports.headers import CORE_ALIASES, drop_non_data_rows, locate_header, split_address
+from onemeter.imports.headers import (
+    CORE_ALIASES,
+    cell_strings,
+    drop_non_data_rows,
+    locate_header,
+    split_address,
+)
 from onemeter.imports.normalize import (
     ERROR_COLUMNS,
     as_text,
@@ -352,3 +358,24 @@ def test_as_text_treats_every_unicode_space_as_python_does():
     assert cleaned == ["a b", "x y", "1", "三 号 楼", "2", "张 三", "3", "-5", "7.50", ""]
     spaced = [0, 1, 2, 3, 5]  # Python's own idea of whitespace agrees
     assert [" ".join(cells[i].split()) for i in spaced] == [cleaned[i] for i in spaced]
+
+
+SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+
+
+@pytest.mark.parametrize("cells", [
+    ["3号楼", None, f"{SPACES}二单元{SPACES}", np.nan, pd.NA, "", SPACES, "１０２ 室"],  # strings only
+    [None, np.nan, pd.NA],  # nothing
+    [f" 3{SPACES}", 3, 3.0, 2.5, True, dt.datetime(2021, 5, 3, 8, 0), dt.date(2021, 5, 3),
+     None, np.nan, "合 计", 13800138000],  # mixed, as calamine gives a sheet's cells
+])
+@pytest.mark.parametrize("strip", [False, True])
+def test_cell_strings_is_str_per_cell(cells, strip):
+    """Whichever path a column takes (Arrow for strings only, pandas for mixed), each cell is
+    what `str` (and `str.strip`) make of it, "" when empty, in pandas' Arrow-backed str dtype."""
+    column = pd.Series(cells, dtype=object, index=range(10, 10 + len(cells)))
+    expected = ["" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                else (str(v).strip() if strip else str(v)) for v in cells]
+    result = cell_strings(column, strip=strip)
+    assert result.tolist() == expected
+    assert result.dtype == "str" and result.index.equals(column.index)

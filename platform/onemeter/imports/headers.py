@@ -293,10 +293,19 @@ def _is_column_numbers(row: Sequence[Any]) -> bool:
     return numbers == [float(n) for n in range(1, len(values) + 1)]
 
 
-def _strings(column: pd.Series) -> pd.Series:
-    """Cells as trimmed strings ("" for empty), vectorized."""
+#: Python's whitespace (what `str.isspace` accepts) as an RE2 class, for pyarrow.compute.
+WHITESPACE = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\pZ]"
+
+
+def cell_strings(column: pd.Series, *, strip: bool = False) -> pd.Series:
+    """Cells as strings in pandas' Arrow-backed str dtype: "" for an empty cell (None, NaN,
+    NA), anything else as `str` writes it; `strip` trims whitespace as `str.strip` does.
+
+    The one conversion the header finder, the normalizers and the planner share. (Sending
+    columns of strings only straight to Arrow was tried: the type check ate the gain.)"""
     values = column.astype(object)
-    return values.where(values.notna(), "").astype(str).str.strip()
+    text = values.where(values.notna(), "").astype("str")
+    return text.str.strip() if strip else text
 
 
 _TOTAL_PATTERN = r"(?:小\s*计|合\s*计|总\s*计)"
@@ -321,11 +330,12 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> Da
     if min(map(len, below)) < width:
         below = [list(row) + [""] * (width - len(row)) for row in below]
     body = pd.DataFrame(below, dtype=object)
-    strings = {c: _strings(body[c]) for c in body.columns}
+    strings = {c: cell_strings(body[c], strip=True) for c in body.columns}
     filled = np.column_stack([(strings[c] != "").to_numpy() for c in body.columns])
     blank = ~filled.any(axis=1)
     first_at = filled.argmax(axis=1)
-    first = _strings(pd.Series(body.to_numpy(dtype=object)[np.arange(len(body)), first_at]))
+    first = cell_strings(pd.Series(body.to_numpy(dtype=object)[np.arange(len(body)), first_at]),
+                         strip=True)
     # Footers and totals are few: the full test runs only on the rows whose first character
     # (NFKC) could begin a footer word, or whose cell has a 计 at all.
     footer = np.zeros(len(body), dtype=bool)

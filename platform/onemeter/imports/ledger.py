@@ -63,6 +63,7 @@ from onemeter.imports.headers import (
     FIELD_NAMES,
     DataRows,
     HeaderMatch,
+    cell_strings,
     drop_non_data_rows,
     header_key,
     locate_header,
@@ -308,12 +309,6 @@ def _existing_households(session: Session, tenant_id: int, community_ids: Sequen
     return pd.concat(frames, ignore_index=True)
 
 
-def _strings(series: pd.Series) -> pd.Series:
-    """An object column as str with "" for missing (vectorized)."""
-    values = series.astype(object)
-    return values.where(values.notna(), "").astype(str)
-
-
 def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
                     mapping_overrides: Mapping[str, Any] | None = None,
                     progress: Progress | None = None, lock: bool = False) -> ImportPlan:
@@ -373,13 +368,13 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     for name, limit in _LENGTHS.items():
         if name == "natural_key" or name not in d.columns:
             continue
-        long = _strings(d[name]).str.len() > limit
+        long = cell_strings(d[name]).str.len() > limit
         label = used_header.labels.get(name, FIELD_NAMES.get(name, name))
         reasons.append(pd.Series(f"{label}过长（最多{limit}个字）", index=d.index)[long])
 
     keyed = d["community"].notna() & d["room"].notna()
-    natural_key = (_strings(d["building"]) + "-" + _strings(d["unit"]) + "-"
-                   + _strings(d["room"]))
+    natural_key = (cell_strings(d["building"]) + "-" + cell_strings(d["unit"]) + "-"
+                   + cell_strings(d["room"]))
     natural_key = natural_key.where(keyed, None)
     too_long_key = keyed & (natural_key.str.len() > _LENGTHS["natural_key"])
     reasons.append(pd.Series("楼栋、单元、室号合计过长", index=d.index)[too_long_key])
@@ -403,8 +398,8 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     # Duplicates inside the file: the same community and household again.
     # A known community by its id (two spellings of one name are one community).
     community_part = pd.Series(community_id, index=d.index).astype(object)
-    community_part = ("#" + _strings(community_part)).where(community_part.notna(),
-                                                            "=" + _strings(d["community"]))
+    community_part = ("#" + cell_strings(community_part)).where(community_part.notna(),
+                                                            "=" + cell_strings(d["community"]))
     dup_key = community_part + "\x1f" + natural_key.fillna("")
     dup_key = dup_key.where(keyed, None)
     numbers = pd.Series(d.index.to_numpy(), index=d.index)

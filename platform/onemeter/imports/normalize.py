@@ -35,7 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from onemeter.imports.headers import FIELD_NAMES, DataRows, HeaderMatch, split_address
+from onemeter.imports.headers import (
+    FIELD_NAMES,
+    WHITESPACE,
+    DataRows,
+    HeaderMatch,
+    cell_strings,
+    split_address,
+)
 from onemeter.registry.normalize import normalize_part
 
 #: A column normalizer: the column → (clean values, reasons).
@@ -46,8 +53,8 @@ ERROR_COLUMNS = ["row", "field", "column", "value", "reason"]
 _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _YEARS = (1950, 2100)
 _CJK = r"[\u3400-\u9fff\uf900-\ufaff]"
-#: Python's \s (str.isspace) in RE2 terms; RE2's own \s is ASCII only.
-_WHITESPACE_RUN = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\pZ]+"
+#: A run of Python's whitespace in RE2 terms (RE2's own \s is ASCII only).
+_WHITESPACE_RUN = WHITESPACE + "+"
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 _ID_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
 _YES = ("是", "y", "yes", "true", "1", "√", "✓", "✔", "自愿不改造", "不改造", "不参与", "不愿参与")
@@ -88,8 +95,7 @@ def _done(clean: pd.Series, reasons: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _arrow_text(column: pd.Series) -> pa.ChunkedArray:
     """Cells as Arrow strings ("" for an empty cell; numbers as Python writes them)."""
-    values = column.astype(object)
-    return _arrow(values.where(values.notna(), "").astype("str"))
+    return _arrow(cell_strings(column))
 
 
 def _arrow(text: pd.Series) -> pa.ChunkedArray:
