@@ -369,7 +369,10 @@ def households_in(app: Flask, tenant_id: int, community_names: list[str]) -> int
             .where(Community.name.in_(community_names))).scalar()
 
 
-SLOW = {"ONEMETER_IMPORT_CHUNK_ROWS": "100", "ONEMETER_IMPORT_CHUNK_PAUSE": "0.25"}
+#: Steps of 100 rows with a pause, in blocks of 700 rows: a 2,000-row commit is caught while
+#: its blocks are still being planned (in the planning thread) and written.
+SLOW = {"ONEMETER_IMPORT_CHUNK_ROWS": "100", "ONEMETER_IMPORT_CHUNK_PAUSE": "0.25",
+        "ONEMETER_IMPORT_BLOCK_ROWS": "700"}
 
 
 def test_a_worker_killed_mid_commit_leaves_no_household_and_the_commit_can_run_again(

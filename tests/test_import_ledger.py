@@ -12,12 +12,14 @@ import datetime as dt
 import io
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import openpyxl
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -31,6 +33,7 @@ from onemeter.imports.ledger import (
     commit_with_error_workbook,
     error_workbook,
     lock_tenant_imports,
+    plan_and_commit,
     plan_households,
     rollback_batch,
 )
@@ -231,6 +234,129 @@ def test_chosen_columns_override_the_aliases(tenant: int, tag: str) -> None:
     assert plan.counts["create"] == 1, plan.rows
     assert plan.rows.iloc[0]["natural_key"] == "3--101"
     assert plan.rows.iloc[0]["owner_name"] == "张三"
+
+
+def _same_plan(a: Any, b: Any) -> None:
+    """Two plans of one sheet decide the same for every row."""
+    pd.testing.assert_frame_equal(a.rows, b.rows)
+    assert a.counts == b.counts and a.new_communities == b.new_communities
+    assert a.existing == b.existing and a.mapping == b.mapping
+    assert (a.data.row_numbers, a.data.skipped) == (b.data.row_numbers, b.data.skipped)
+    assert a.data.rows == b.data.rows and a.samples() == b.samples()
+
+
+def test_the_plan_is_the_same_for_any_block_size(tenant: int, tag: str) -> None:
+    """A plan is made in blocks of rows (so a commit can write one while it plans the next):
+    a duplicate of a row in an earlier block, an update, the 小计 and blank rows land the
+    same way whatever the block size, down to one row per block."""
+    n = names(tag)
+    seed(tenant, n)
+    raw = sheet(ledger_xlsx(ledger_rows(n)))
+    whole = plan_households(db.session, tenant, raw, block_rows=1000)
+    assert whole.counts == FIRST_COUNTS
+    for size in (1, 2, 3, 5):
+        _same_plan(plan_households(db.session, tenant, raw, block_rows=size), whole)
+
+
+def test_a_new_communitys_first_delivery_date_counts_even_from_a_later_block(
+        tenant: int, tag: str) -> None:
+    """The first date the file gives for a new community is its date, even when the rows of
+    the block that creates it give none; a commit in blocks of one row writes that date."""
+    xin = f"新村小区{tag}"
+    wb = openpyxl.Workbook()
+    wb.active.append(["小区", "楼栋", "室号", "交付日期"])
+    wb.active.append([xin, "1", "101", None])
+    wb.active.append([xin, "1", "102", "2012年6月1日"])
+    wb.active.append([xin, "1", "103", "2013年1月1日"])
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    data = buffer.getvalue()
+    for size in (1, 1000):
+        plan = plan_households(db.session, tenant, sheet(data), block_rows=size)
+        assert plan.new_communities == {xin: dt.date(2012, 6, 1)}, size
+    batch = new_batch(tenant, data)
+    lock_tenant_imports(db.session, batch)
+    _, counts, _ = plan_and_commit(db.session, batch, sheet(data), block_rows=1)
+    db.session.commit()
+    assert counts["create"] == 3 and counts["communities_create"] == 1
+    community = db.session.execute(sa.select(Community).where(
+        Community.tenant_id == tenant, Community.name == xin)).scalar_one()
+    assert community.delivery_date == dt.date(2012, 6, 1)
+
+
+def _planner_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("planner")]
+
+
+def test_plan_and_commit_in_blocks_writes_what_plan_then_commit_would(
+        tenant: int, tag: str) -> None:
+    """Planned and written block by block (a thread plans the next block while this one is
+    written): the same rows decided, the same households and undo records, the same error
+    workbook as the plan of the whole sheet; no planning thread and no child left."""
+    n = names(tag)
+    ids = seed(tenant, n)
+    data = ledger_xlsx(ledger_rows(n))
+    expected = plan_households(db.session, tenant, sheet(data))
+    batch = new_batch(tenant, data)
+    lock_tenant_imports(db.session, batch)
+    children = _children()
+    written: list[tuple[int, int]] = []
+    checked: list[tuple[int, int]] = []
+    plan, counts, workbook = plan_and_commit(
+        db.session, batch, sheet(data), block_rows=2, chunk_rows=1,
+        progress=lambda done, total, _: written.append((done, total)),
+        plan_progress=lambda done, total, _: checked.append((done, total)))
+    db.session.commit()
+    assert _children() == children and _planner_threads() == []
+    _same_plan(plan, expected)
+    assert {k: counts[k] for k in FIRST_COUNTS} == FIRST_COUNTS and counts["written"] == 5
+    assert checked[-1] == (8, 8) and written[-1] == (5, 5)
+    assert [d for d, _ in written] == sorted(d for d, _ in written)  # never backwards
+    rows = {r.row_number: r for r in db.session.execute(sa.select(ImportRow).where(
+        ImportRow.batch_id == batch.id)).scalars()}
+    assert {k: r.action for k, r in rows.items()} == expected.rows["action"].to_dict()
+    assert rows[12].household_id == ids["changed"] and rows[12].before["phone"] == "13600000000"
+    created = {rows[k].household_id for k in (5, 6, 13, 14)}
+    households = {h.id: h for h in db.session.execute(sa.select(Household).where(
+        Household.id.in_(created))).scalars()}
+    assert sorted(h.natural_key for h in households.values()) == [
+        "2-1-101", "2-1-102", "3-2-102", "3-2-103"]
+    xin = db.session.execute(sa.select(Community.id).where(
+        Community.tenant_id == tenant, Community.name == n["xin"])).scalar_one()
+    assert {households[rows[k].household_id].community_id for k in (13, 14)} == {xin}
+    assert rows[7].action == "error" and rows[7].reason == "与第5行重复"
+    assert workbook is not None
+    values = lambda blob: [list(r) for r in openpyxl.load_workbook(  # noqa: E731
+        io.BytesIO(blob)).active.iter_rows(values_only=True)]
+    assert values(workbook) == values(error_workbook(expected))
+
+
+def test_a_failure_in_a_later_block_leaves_nothing_and_stops_the_planner(
+        tenant: int, tag: str) -> None:
+    """An exception while a block is written (here: the cancellation check of the third
+    step) reaches the caller; after its rollback nothing of the import is left, and the
+    planning thread is gone."""
+    n = names(tag)
+    seed(tenant, n)
+    before = snapshot(tenant)
+    data = ledger_xlsx(ledger_rows(n))
+    batch = new_batch(tenant, data)
+    lock_tenant_imports(db.session, batch)
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("已取消")
+
+    with pytest.raises(RuntimeError, match="已取消"):
+        plan_and_commit(db.session, batch, sheet(data), block_rows=2, chunk_rows=1,
+                        check=check)
+    assert _planner_threads() == []
+    db.session.rollback()
+    assert snapshot(tenant) == before
+    assert db.session.execute(sa.select(sa.func.count()).select_from(ImportRow).where(
+        ImportRow.batch_id == batch.id)).scalar() == 0
 
 
 # --- commit, second file, rollback --------------------------------------------------------------

@@ -42,11 +42,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from onemeter.database import db
-from onemeter.imports.ledger import (
-    commit_with_error_workbook,
-    lock_tenant_imports,
-    plan_households,
-)
+from onemeter.imports.ledger import lock_tenant_imports, plan_and_commit
 from onemeter.imports.models import ImportBatch
 from onemeter.imports.reader import read_table
 from onemeter.imports.service import key_path, setting, store_error_workbook
@@ -174,11 +170,10 @@ def _pipeline(app: Flask, tenant_id: int, path: Path) -> dict[str, Any]:
                          max_rows=int(setting("ONEMETER_IMPORT_MAX_ROWS")))
         lap("read")
         lock_tenant_imports(session, batch)
-        plan = plan_households(session, tenant_id, raw, lock=True)
-        lap("plan")
-        counts, errors = commit_with_error_workbook(
-            session, batch, plan, chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")))
-        lap("write and error workbook")
+        plan, counts, errors = plan_and_commit(
+            session, batch, raw, chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")),
+            block_rows=int(setting("ONEMETER_IMPORT_BLOCK_ROWS")))
+        lap("plan, write and error workbook")
         error_file = None
         if errors is not None:
             error_file = store_error_workbook(batch, errors)

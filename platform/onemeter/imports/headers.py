@@ -311,22 +311,29 @@ def cell_strings(column: pd.Series, *, strip: bool = False) -> pd.Series:
 _TOTAL_PATTERN = r"(?:小\s*计|合\s*计|总\s*计)"
 
 
-def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> DataRows:
+def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
+                       start: int | None = None, stop: int | None = None) -> DataRows:
     """The rows below the header that are data (vectorized over the rows with pandas/numpy).
 
     Dropped, each with its reason: blank rows and rows where no mapped column has a value
     (a template's pre-numbered empty rows), 小计/合计/总计 rows (such a word in the first four
     columns), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
     numbers right under the header, and footer rows (填表人/审核人/备注：…).
+
+    `start`/`stop` (0-based list positions, default: from the header's data start to the end)
+    take one block of the rows; each row's verdict depends only on the row and the header, so
+    blocks give the rows the whole sheet would, block by block.
     """
-    start = header.data_start
-    below = rows[start:]
+    first_block = start is None or start <= header.data_start
+    start = header.data_start if first_block else start
+    stop = len(rows) if stop is None else min(stop, len(rows))
+    below = rows[start:stop]
     if not below:
         return DataRows(row_numbers=[], rows=[], skipped=[])
     width = max(map(len, below))
     if width == 0:
         return DataRows(row_numbers=[], rows=[],
-                        skipped=[(n, "空行") for n in range(start + 1, len(rows) + 1)])
+                        skipped=[(n, "空行") for n in range(start + 1, stop + 1)])
     if min(map(len, below)) < width:
         below = [list(row) + [""] * (width - len(row)) for row in below]
     body = pd.DataFrame(below, dtype=object)
@@ -366,7 +373,7 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch) -> Da
         repeated = same >= max(2, (len(header.columns) + 1) // 2)
         unmapped_only = ~filled[:, mapped].any(axis=1)
     numbering = np.zeros(len(body), dtype=bool)
-    numbering[0] = _is_column_numbers(below[0])
+    numbering[0] = first_block and _is_column_numbers(below[0])
 
     reason = np.full(len(body), None, dtype=object)
     for mask, text in ((unmapped_only, "空行（只有序号等未识别的列）"), (numbering, "栏次行（列序号）"),

@@ -309,18 +309,46 @@ def _existing_households(session: Session, tenant_id: int, community_ids: Sequen
     return pd.concat(frames, ignore_index=True)
 
 
-def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
-                    mapping_overrides: Mapping[str, Any] | None = None,
-                    progress: Progress | None = None, lock: bool = False) -> ImportPlan:
-    """Decide, row by row, what importing `raw_sheet` into `tenant_id` would do. Reads only.
+#: Data rows per block of a plan: a block is normalized and classified on its own (the
+#: duplicates of earlier blocks carried over), so a commit can write one block while the next
+#: is planned (`plan_and_commit`). The result is the same for any block size.
+DEFAULT_BLOCK_ROWS = 20000
+
+
+@dataclass
+class _Sheet:
+    """What every block of one sheet's plan shares: the header, the tenant's communities as
+    they were before the import, and what earlier blocks have seen."""
+
+    tenant_id: int
+    tenant_name: str
+    raw: RawSheet
+    header: HeaderMatch
+    used_header: HeaderMatch
+    texts: list[str]
+    width: int
+    ignored: list[str]
+    overrides: dict[str, Any] | None
+    #: community name (as written and as normalized) → id, the registry's before the import.
+    lookup: dict[str, int]
+    #: duplicate key → the row number of its first occurrence, over the blocks planned so far.
+    first_seen: dict[str, int] = field(default_factory=dict)
+    #: community name → the first delivery date the file gives for it (blocks so far).
+    first_dates: dict[str, Any] = field(default_factory=dict)
+
+    def blocks(self, block_rows: int) -> list[tuple[int, int]]:
+        """(start, stop) list positions of the blocks below the header."""
+        start, end = self.header.data_start, len(self.raw.rows)
+        size = max(1, int(block_rows))
+        return [(s, min(s + size, end)) for s in range(start, end, size)] or [(start, end)]
+
+
+def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
+                   overrides: dict[str, Any] | None) -> _Sheet:
+    """The header and the community lookup (the plan's only reads before the households).
 
     Raises ImportFileError (Chinese) when the sheet has no recognizable header or lacks the
-    community or room columns. `lock` (used by the commit) locks the households read on
-    PostgreSQL so nobody changes them between the plan and its write.
-    """
-    report = progress or _noop
-    overrides = check_overrides(mapping_overrides)
-    raw = raw_sheet
+    community or room columns."""
     tenant = session.get(Tenant, tenant_id)
     enabled = set(tenant.plugins or []) if tenant is not None else set()
     header = locate_header(raw.rows, import_aliases(overrides, enabled), merged=raw.merged,
@@ -329,10 +357,6 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     width = max(data_width, max(header.columns.values(), default=-1) + 1)
     texts = _header_texts(raw, header, width)
     header = _apply_overrides(header, overrides, texts)
-    data = drop_non_data_rows(raw.rows, header)
-    total = len(data.row_numbers)
-    report(0, total, f"已读取 {total} 行数据")
-
     used = {f: c for f, c in header.columns.items() if f in HOUSEHOLD_FIELDS}
     ignored = sorted(f for f in header.columns if f not in HOUSEHOLD_FIELDS)
     if "room" not in used and "address" not in used:
@@ -344,6 +368,39 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     used_header = dataclasses.replace(header, columns=used,
                                       labels={f: header.labels.get(f, texts[c])
                                               for f, c in used.items()})
+    # Communities: by name as normalized (spaces, full-width), exact spelling first.
+    known = session.execute(sa.select(Community.id, Community.name)
+                            .where(Community.tenant_id == tenant_id)
+                            .order_by(Community.id)).all()
+    lookup: dict[str, int] = {}
+    if known:
+        names = pd.Series([name for _, name in known], dtype=object)
+        cleaned, _ = normalize_text(names)
+        for (cid, name), clean in zip(known, cleaned.tolist(), strict=True):
+            lookup.setdefault(name, cid)
+            if clean is not None:
+                lookup.setdefault(clean, cid)
+    return _Sheet(tenant_id=tenant_id, tenant_name=tenant.name if tenant else "", raw=raw,
+                  header=header, used_header=used_header, texts=texts, width=width,
+                  ignored=ignored, overrides=overrides, lookup=lookup)
+
+
+@dataclass
+class _Block:
+    """One block's rows as classified without the database's households (`_classify`)."""
+
+    data: DataRows
+    rows: pd.DataFrame
+    d: pd.DataFrame
+    duplicates: int
+
+
+def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
+    """Normalize and check the data rows at list positions [start, stop) — no database: safe
+    in a thread beside the connection's owner. Blocks must be classified in sheet order (the
+    duplicates of earlier blocks are looked up in, and this block's added to, `sheet`)."""
+    data = drop_non_data_rows(sheet.raw.rows, sheet.header, start=start, stop=stop)
+    used_header = sheet.used_header
     frame = frame_from_rows(data, used_header)
     norm = normalize_table(frame, labels=used_header.labels)
     d = norm.data
@@ -380,38 +437,31 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     reasons.append(pd.Series("楼栋、单元、室号合计过长", index=d.index)[too_long_key])
     keyed &= ~too_long_key
 
-    # Communities: by name as normalized (spaces, full-width), exact spelling first.
-    known = session.execute(sa.select(Community.id, Community.name)
-                            .where(Community.tenant_id == tenant_id)
-                            .order_by(Community.id)).all()
-    lookup: dict[str, int] = {}
-    if known:
-        names = pd.Series([name for _, name in known], dtype=object)
-        cleaned, _ = normalize_text(names)
-        for (cid, name), clean in zip(known, cleaned.tolist(), strict=True):
-            lookup.setdefault(name, cid)
-            if clean is not None:
-                lookup.setdefault(clean, cid)
-    community_id = d["community"].map(lookup)
+    community_id = d["community"].map(sheet.lookup)
     community_id = pd.array(pd.to_numeric(community_id), dtype="Int64")
 
-    # Duplicates inside the file: the same community and household again.
-    # A known community by its id (two spellings of one name are one community).
+    # Duplicates inside the file: the same community and household again (earlier blocks
+    # included). A known community by its id (two spellings of one name are one community).
     community_part = pd.Series(community_id, index=d.index).astype(object)
     community_part = ("#" + cell_strings(community_part)).where(community_part.notna(),
                                                             "=" + cell_strings(d["community"]))
     dup_key = community_part + "\x1f" + natural_key.fillna("")
-    dup_key = dup_key.where(keyed, None)
+    keys = dup_key[keyed]
     numbers = pd.Series(d.index.to_numpy(), index=d.index)
-    first = numbers[keyed].groupby(dup_key[keyed].to_numpy()).transform("min").reindex(d.index)
+    first = numbers[keyed].groupby(keys.to_numpy()).transform("min")
+    if sheet.first_seen and len(keys):
+        earlier = keys.map(sheet.first_seen)
+        first = first.where(earlier.isna(), earlier).astype("int64")
+    own = first == numbers[keyed]
+    sheet.first_seen.update(zip(keys[own].tolist(), first[own].tolist(), strict=True))
+    first = first.reindex(d.index)
     is_duplicate = (first.notna() & (first != numbers)).astype(bool)
     duplicate_of = pd.Series(first.fillna(0).astype("int64"), index=d.index,
                              dtype="Int64").where(is_duplicate)
     reasons.append(("与第" + duplicate_of[is_duplicate].astype(str) + "行重复")
                    .astype(object))
-    report(total // 2, total, "已校验各列")
 
-    reason = pd.Series(None, index=d.index, dtype=object)
+    reason = pd.Series([None] * len(d), index=d.index, dtype=object)
     joined = pd.concat([r for r in reasons if len(r)]) if any(len(r) for r in reasons) else None
     if joined is not None:
         reason = joined.groupby(level=0).agg("；".join).reindex(d.index).astype(object)
@@ -419,7 +469,7 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     is_error = reason.notna()
 
     rows = pd.DataFrame({
-        "action": np.where(is_error, ERROR, CREATE).astype(object),
+        "action": pd.Series(np.where(is_error, ERROR, CREATE), index=d.index, dtype=object),
         "reason": reason,
         "community": d["community"].astype(object),
         "community_id": community_id,
@@ -443,11 +493,27 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     for name in UPDATABLE:
         rows[f"chg_{name}"] = False
 
-    # --- against the database -----------------------------------------------------------
-    good = ~is_error
+    dates = d.get("delivery_date")
+    if dates is not None:  # the first date given per community name, in file order
+        given = pd.DataFrame({"community": d["community"], "date": dates})
+        given = given[given["community"].notna() & given["date"].notna()]
+        given = given[~given["community"].isin(list(sheet.first_dates))]
+        given = given.drop_duplicates("community")
+        sheet.first_dates.update(zip(given["community"].tolist(), given["date"].tolist(),
+                                     strict=True))
+    return _Block(data=data, rows=rows, d=d, duplicates=int(is_duplicate.sum()))
+
+
+def _against_registry(session: Session, sheet: _Sheet, block: _Block, *, lock: bool
+                      ) -> ImportPlan:
+    """The block's rows checked against the households the registry holds (read, and locked
+    when `lock`): create, update or unchanged; its plan (header and mapping left to
+    `_combine`)."""
+    rows = block.rows
+    good = rows["action"] != ERROR
     known_ids = rows.loc[good & rows["community_id"].notna(), "community_id"].astype(int)
-    existing_frame = _existing_households(session, tenant_id, known_ids.unique().tolist(),
-                                          lock=lock)
+    existing_frame = _existing_households(session, sheet.tenant_id,
+                                          known_ids.unique().tolist(), lock=lock)
     existing: dict[int, dict[str, Any]] = {}
     if len(existing_frame):
         ex = existing_frame.set_index(["community_id", "natural_key"])
@@ -475,7 +541,7 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
             change_lists[name] = differs
             rows.loc[matched, f"chg_{name}"] = differs.to_numpy()
             changed |= differs
-        rows.loc[matched, "action"] = np.where(changed, UPDATE, UNCHANGED)
+        rows.loc[matched, "action"] = np.where(changed, UPDATE, UNCHANGED).astype(object)
         updated = matched[changed.to_numpy()]
         if len(updated):
             changes = []
@@ -494,45 +560,102 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
 
     creates = rows["action"] == CREATE
     new_names = rows.loc[creates & rows["community_id"].isna(), "community"]
-    new_communities: dict[str, dt.date | None] = {}
-    if len(new_names):
-        dates = d.get("delivery_date")
-        for name in pd.unique(new_names.to_numpy()).tolist():
-            when = None
-            if dates is not None:
-                given = dates[(d["community"] == name) & dates.notna()]
-                when = given.iloc[0] if len(given) else None
-            new_communities[name] = when
-
+    new_communities = {name: sheet.first_dates.get(name)
+                       for name in pd.unique(new_names.to_numpy()).tolist()}
     action_counts = rows["action"].value_counts()
     counts = {
-        "rows": total,
-        "create": int(action_counts.get(CREATE, 0)),
-        "update": int(action_counts.get(UPDATE, 0)),
-        "unchanged": int(action_counts.get(UNCHANGED, 0)),
-        "error": int(action_counts.get(ERROR, 0)),
-        "duplicate_in_file": int(is_duplicate.sum()),
+        "rows": len(rows),
+        **{a: int(action_counts.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)},
+        "duplicate_in_file": block.duplicates,
+        "skipped": len(block.data.skipped),
+        "communities_create": len(new_communities),
+    }
+    return ImportPlan(tenant_id=sheet.tenant_id, tenant_name=sheet.tenant_name,
+                      header=sheet.header, data=block.data, mapping={}, rows=rows,
+                      existing=existing, new_communities=new_communities, counts=counts)
+
+
+def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
+    """The blocks' plans as one plan of the whole sheet."""
+    if len(parts) == 1:
+        rows, data = parts[0].rows, parts[0].data
+    else:
+        rows = pd.concat([p.rows for p in parts])
+        data = DataRows(row_numbers=[n for p in parts for n in p.data.row_numbers],
+                        rows=[r for p in parts for r in p.data.rows],
+                        skipped=[s for p in parts for s in p.data.skipped])
+    existing: dict[int, dict[str, Any]] = {}
+    new_names: dict[str, None] = {}
+    for part in parts:
+        existing.update(part.existing)
+        new_names.update(dict.fromkeys(part.new_communities))
+    new_communities = {name: sheet.first_dates.get(name) for name in new_names}
+    action_counts = rows["action"].value_counts()
+    counts = {
+        "rows": len(rows),
+        **{a: int(action_counts.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)},
+        "duplicate_in_file": sum(p.counts["duplicate_in_file"] for p in parts),
         "skipped": len(data.skipped),
         "communities_create": len(new_communities),
     }
-    columns = _sheet_columns(used_header, texts, width)
+    header, used_header, texts = sheet.header, sheet.used_header, sheet.texts
+    used = used_header.columns
+    columns = _sheet_columns(used_header, texts, sheet.width)
     mapping = {
-        "sheet": raw.sheet_name,
-        "source_kind": raw.source_kind,
+        "sheet": sheet.raw.sheet_name,
+        "source_kind": sheet.raw.source_kind,
         "header_rows": [r + 1 for r in header.header_rows],
         "data_start": header.data_start + 1,
         "fields": {f: {"index": c, "letter": get_column_letter(c + 1),
                        "label": used_header.labels.get(f, texts[c] if c < len(texts) else "")}
                    for f, c in used.items()},
-        "ignored": ignored,
+        "ignored": sheet.ignored,
         "columns": columns,
-        "overrides": overrides,
+        "overrides": sheet.overrides,
     }
-    tenant = session.get(Tenant, tenant_id)
-    report(total, total, "校验完成")
-    return ImportPlan(tenant_id=tenant_id, tenant_name=tenant.name if tenant else "",
+    return ImportPlan(tenant_id=sheet.tenant_id, tenant_name=sheet.tenant_name,
                       header=header, data=data, mapping=mapping, rows=rows, existing=existing,
                       new_communities=new_communities, counts=counts, columns=columns)
+
+
+def _errors_only(sheet: _Sheet, blocks: Sequence[_Block]) -> ImportPlan:
+    """A plan of just the error rows of classified blocks: enough for `error_workbook`."""
+    rows = pd.concat([b.rows[b.rows["action"] == ERROR] for b in blocks])
+    wanted = set(rows.index.tolist())
+    kept = [(n, cells) for b in blocks
+            for n, cells in zip(b.data.row_numbers, b.data.rows, strict=True) if n in wanted]
+    data = DataRows(row_numbers=[n for n, _ in kept], rows=[c for _, c in kept], skipped=[])
+    return ImportPlan(tenant_id=sheet.tenant_id, tenant_name=sheet.tenant_name,
+                      header=sheet.header, data=data, mapping={}, rows=rows, existing={},
+                      new_communities={}, counts={},
+                      columns=_sheet_columns(sheet.used_header, sheet.texts, sheet.width))
+
+
+def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
+                    mapping_overrides: Mapping[str, Any] | None = None,
+                    progress: Progress | None = None, lock: bool = False,
+                    block_rows: int = DEFAULT_BLOCK_ROWS) -> ImportPlan:
+    """Decide, row by row, what importing `raw_sheet` into `tenant_id` would do. Reads only.
+
+    Raises ImportFileError (Chinese) when the sheet has no recognizable header or lacks the
+    community or room columns. `lock` (used by the commit) locks the households read on
+    PostgreSQL so nobody changes them between the plan and its write. The rows are planned in
+    blocks of `block_rows` (the same plan for any size; `plan_and_commit` writes a block
+    while it plans the next).
+    """
+    report = progress or _noop
+    sheet = _prepare_sheet(session, tenant_id, raw_sheet, check_overrides(mapping_overrides))
+    blocks = sheet.blocks(block_rows)
+    estimate = blocks[-1][1] - blocks[0][0]
+    report(0, estimate, f"已读取 {estimate} 行")
+    parts = []
+    for start, stop in blocks:
+        parts.append(_against_registry(session, sheet, _classify(sheet, start, stop),
+                                       lock=lock))
+        report(stop - blocks[0][0], estimate, "正在校验…")
+    plan = _combine(sheet, parts)
+    report(plan.counts["rows"], plan.counts["rows"], "校验完成")
+    return plan
 
 
 def _sheet_columns(header: HeaderMatch, texts: list[str], width: int) -> list[dict[str, Any]]:
@@ -664,6 +787,125 @@ def _final_values(plan: ImportPlan, write: pd.DataFrame, now: dt.datetime
     return out
 
 
+class _Writer:
+    """Writes the blocks of one plan for `batch` in the session's transaction: `write` per
+    block (its new communities, households and undo records), then `finish` once with the
+    whole plan (the other rows' records, the counts, the batch)."""
+
+    def __init__(self, session: Session, batch: ImportBatch, *, progress: Progress | None,
+                 chunk_rows: int, pause: float, check: Callable[[], None] | None) -> None:
+        self.session, self.batch = session, batch
+        self.report = progress or _noop
+        self.chunk_rows = max(1, int(chunk_rows))
+        self.pause, self.check = pause, check
+        self.now = _now()
+        self.made: dict[str, Community] = {}
+        self.lost: list[int] = []
+        self.written = 0
+        #: The number of rows the progress counts up to (None: the rows written so far).
+        self.expected: int | None = None
+
+    def _fill_communities(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """`rows` (a copy) with the ids of the communities this commit created so far."""
+        rows = rows.copy(deep=False)  # copy-on-write: what follows never changes the plan
+        if self.made:
+            fill = rows["community_id"].isna() & rows["community"].isin(list(self.made))
+            rows.loc[fill, "community_id"] = rows.loc[fill, "community"].map(
+                {n: c.id for n, c in self.made.items()}).astype("Int64")
+        return rows
+
+    def write(self, part: ImportPlan, *, staged: Callable[[], None] | None = None) -> None:
+        """Write the create and update rows of `part` (one block, or a whole plan)."""
+        session, batch = self.session, self.batch
+        if part.tenant_id != batch.tenant_id:
+            raise ValueError("导入计划与批次不属于同一个办事处")
+        rows = part.rows
+        # Communities first: the households need their ids (ORM: change-logged, categorized).
+        wanted = set(rows.loc[(rows["action"] == CREATE) & rows["community_id"].isna(),
+                              "community"].tolist()) - set(self.made)
+        new = {}
+        for name, delivered in part.new_communities.items():
+            if name in wanted:
+                new[name] = Community(tenant_id=batch.tenant_id, name=name,
+                                      delivery_date=delivered)
+                session.add(new[name])
+        if new:
+            session.flush()
+            self.made.update(new)
+        rows = self._fill_communities(rows)
+
+        write = rows[rows["action"].isin([CREATE, UPDATE])]
+        final = _final_values(part, write, self.now)
+        numbers = write.index.to_numpy(dtype=np.int64)
+        chunk_of = np.arange(len(write)) // self.chunk_rows
+        befores = [json.dumps(jsonable(part.existing[int(h)]), ensure_ascii=False)
+                   if a == UPDATE else None
+                   for a, h in zip(write["action"].tolist(), write["household_id"].to_numpy(
+                       dtype=object), strict=True)]
+        values = {**{c: final[c] for c in _WRITE_COLUMNS},
+                  "row_number": numbers.tolist(), "action": write["action"].tolist(),
+                  "chunk": chunk_of.tolist(), "household_id": _objects(write["household_id"]),
+                  "before": befores, "reason": _objects(write["reason"])}
+        for c in ("optout_reason", "optout_letter"):
+            values[c] = final[c]
+        offset = self.written
+
+        def report(done: int, total: int, message: str) -> None:
+            if self.expected is None:
+                self.report(offset + done, offset + total, message)
+            else:
+                self.report(offset + done, max(self.expected, offset + done),
+                            f"已写入 {offset + done} 行")
+
+        begin = staged or (lambda: None)
+        if _dialect(session) == "postgresql":
+            self.lost += _write_postgres(session, batch, values, report, self.pause,
+                                         self.check, begin)
+        else:
+            begin()
+            self.lost += _write_sqlite(session, batch, values, report, self.chunk_rows,
+                                       self.pause, self.check)
+        self.written += len(write)
+
+    def finish(self, plan: ImportPlan) -> dict[str, int]:
+        """After the last block: the records of the rows not written, the counts and the
+        batch, committed state. Returns the counts stored on the batch."""
+        session, batch = self.session, self.batch
+        for name, community in self.made.items():  # a date a later block gave first
+            delivered = plan.new_communities.get(name)
+            if delivered is not None and community.delivery_date != delivered:
+                community.delivery_date = delivered
+        rows = self._fill_communities(plan.rows)
+        if self.lost:
+            rows.loc[self.lost, "action"] = ERROR
+            rows.loc[self.lost, "reason"] = ("提交时本小区已有同一住户（可能刚被他人录入），本行未导入；"
+                                             "请重新预览后再导入")
+        _write_other_rows(session, batch, plan, rows[~rows["action"].isin([CREATE, UPDATE])])
+
+        created_communities = [c.id for c in self.made.values()]
+        action_counts = rows["action"].value_counts()
+        counts = dict(plan.counts)
+        counts.update({a: int(action_counts.get(a, 0))
+                       for a in (CREATE, UPDATE, UNCHANGED, ERROR)})
+        counts["communities_create"] = len(created_communities)
+        counts["written"] = counts[CREATE] + counts[UPDATE]
+        before_state = batch.state
+        batch.state = COMMITTED
+        batch.committed_at = self.now
+        batch.counts = counts
+        batch.mapping = plan.mapping
+        batch.created_communities = created_communities
+        batch.message = None
+        session.flush()
+        append_entries(session.connection(), [{
+            "tenant_id": batch.tenant_id, "model": "ImportBatch", "object_id": batch.id,
+            "action": "update", "before": {"state": before_state},
+            "after": {"state": COMMITTED, "filename": batch.filename, "counts": counts,
+                      "created_communities": created_communities}}])
+        self.report(self.written, max(self.written, 1), "导入完成")
+        return counts
+
+
 def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
                 progress: Progress | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                 pause: float = 0.0, check: Callable[[], None] | None = None,
@@ -677,77 +919,10 @@ def commit_plan(session: Session, batch: ImportBatch, plan: ImportPlan, *,
     the steps begin (the database busy, this process mostly waiting): the moment to start
     work beside it. Returns the counts stored on the batch.
     """
-    if plan.tenant_id != batch.tenant_id:
-        raise ValueError("导入计划与批次不属于同一个办事处")
-    report = progress or _noop
-    tenant_id = batch.tenant_id
-    rows = plan.rows.copy(deep=False)  # copy-on-write: what follows never changes the plan
-    now = _now()
-
-    # Communities first: the households need their ids (ORM: change-logged, categorized).
-    created_communities: list[int] = []
-    wanted = set(rows.loc[(rows["action"] == CREATE) & rows["community_id"].isna(),
-                          "community"].tolist())
-    if wanted:
-        made = {}
-        for name, delivered in plan.new_communities.items():
-            if name in wanted:
-                community = Community(tenant_id=tenant_id, name=name, delivery_date=delivered)
-                session.add(community)
-                made[name] = community
-        session.flush()
-        created_communities = [c.id for c in made.values()]
-        fill = rows["community_id"].isna() & rows["community"].isin(list(made))
-        rows.loc[fill, "community_id"] = rows.loc[fill, "community"].map(
-            {n: c.id for n, c in made.items()}).astype("Int64")
-
-    write = rows[rows["action"].isin([CREATE, UPDATE])]
-    final = _final_values(plan, write, now)
-    numbers = write.index.to_numpy(dtype=np.int64)
-    chunk_rows = max(1, int(chunk_rows))
-    chunk_of = np.arange(len(write)) // chunk_rows
-    befores = [json.dumps(jsonable(plan.existing[int(h)]), ensure_ascii=False)
-               if a == UPDATE else None
-               for a, h in zip(write["action"].tolist(), write["household_id"].to_numpy(
-                   dtype=object), strict=True)]
-    values = {**{c: final[c] for c in _WRITE_COLUMNS},
-              "row_number": numbers.tolist(), "action": write["action"].tolist(),
-              "chunk": chunk_of.tolist(), "household_id": _objects(write["household_id"]),
-              "before": befores, "reason": _objects(write["reason"])}
-    for c in ("optout_reason", "optout_letter"):
-        values[c] = final[c]
-    begin = staged or (lambda: None)
-    if _dialect(session) == "postgresql":
-        lost = _write_postgres(session, batch, values, report, pause, check, begin)
-    else:
-        begin()
-        lost = _write_sqlite(session, batch, values, report, chunk_rows, pause, check)
-    if lost:
-        rows.loc[lost, "action"] = ERROR
-        rows.loc[lost, "reason"] = ("提交时本小区已有同一住户（可能刚被他人录入），本行未导入；"
-                                    "请重新预览后再导入")
-    _write_other_rows(session, batch, plan, rows[~rows["action"].isin([CREATE, UPDATE])])
-
-    action_counts = rows["action"].value_counts()
-    counts = dict(plan.counts)
-    counts.update({a: int(action_counts.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)})
-    counts["communities_create"] = len(created_communities)
-    counts["written"] = counts[CREATE] + counts[UPDATE]
-    before_state = batch.state
-    batch.state = COMMITTED
-    batch.committed_at = now
-    batch.counts = counts
-    batch.mapping = plan.mapping
-    batch.created_communities = created_communities
-    batch.message = None
-    session.flush()
-    append_entries(session.connection(), [{
-        "tenant_id": tenant_id, "model": "ImportBatch", "object_id": batch.id,
-        "action": "update", "before": {"state": before_state},
-        "after": {"state": COMMITTED, "filename": batch.filename, "counts": counts,
-                  "created_communities": created_communities}}])
-    report(len(write), max(len(write), 1), "导入完成")
-    return counts
+    writer = _Writer(session, batch, progress=progress, chunk_rows=chunk_rows, pause=pause,
+                     check=check)
+    writer.write(plan, staged=staged)
+    return writer.finish(plan)
 
 
 class BuilderFailed(RuntimeError):
@@ -856,6 +1031,77 @@ def commit_with_error_workbook(session: Session, batch: ImportBatch, plan: Impor
     if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
         data = error_workbook(batch, session=session)
     return counts, data
+
+
+def plan_and_commit(session: Session, batch: ImportBatch, raw_sheet: RawSheet, *,
+                    mapping_overrides: Mapping[str, Any] | None = None,
+                    plan_progress: Progress | None = None, progress: Progress | None = None,
+                    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                    block_rows: int = DEFAULT_BLOCK_ROWS, pause: float = 0.0,
+                    check: Callable[[], None] | None = None
+                    ) -> tuple[ImportPlan, dict[str, int], bytes | None]:
+    """Plan `raw_sheet` for `batch` (households locked, as `plan_households(lock=True)`) and
+    write it in the session's transaction (the caller took the tenant's import lock first and
+    commits after). Returns the plan, the counts stored on the batch and the error workbook
+    (None when no row is an error) — what `plan_households` then `commit_with_error_workbook`
+    give, with the same options.
+
+    Block by block: while the database writes a block, a thread normalizes and checks the
+    next one (pandas/Arrow work; the writing thread mostly waits on the server, so the two
+    overlap on a 2-core machine). Only this thread uses the connection and reports progress
+    (`plan_progress` as blocks are checked, `progress` as rows are written). The error
+    workbook is built in a forked process as soon as every block is classified (the errors
+    are known then), beside the blocks still being written. An exception of any part is
+    raised here, the planning thread stopped and the child killed.
+    """
+    sheet = _prepare_sheet(session, batch.tenant_id, raw_sheet,
+                           check_overrides(mapping_overrides))
+    report_plan = plan_progress or _noop
+    blocks = sheet.blocks(block_rows)
+    estimate = blocks[-1][1] - blocks[0][0]
+    report_plan(0, estimate, f"已读取 {estimate} 行")
+    writer = _Writer(session, batch, progress=progress, chunk_rows=chunk_rows, pause=pause,
+                     check=check)
+    writer.expected = estimate  # until the plan is complete: every data row at most
+    builds: list[ForkedBuild] = []
+    parts: list[ImportPlan] = []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
+    pending = [pool.submit(_classify, sheet, start, stop) for start, stop in blocks]
+    workbook: list[bool] = []
+
+    def start_workbook() -> None:
+        # Once every block is classified its errors are final (the registry only decides
+        # between create, update and unchanged): the child builds their workbook while the
+        # remaining blocks are written.
+        if workbook or not all(f.done() for f in pending):
+            return
+        pool.shutdown(wait=True)  # no thread left when the child forks
+        workbook.append(True)
+        errors = _errors_only(sheet, [f.result() for f in pending])
+        if len(errors.rows):
+            builds.append(ForkedBuild(lambda: error_workbook(errors)))
+
+    try:
+        for (_, stop), future in zip(blocks, pending, strict=True):
+            part = _against_registry(session, sheet, future.result(), lock=True)
+            parts.append(part)
+            report_plan(stop - blocks[0][0], estimate, "正在校验…")
+            start_workbook()
+            if len(parts) == len(blocks):
+                plan = _combine(sheet, parts)
+                report_plan(plan.counts["rows"], plan.counts["rows"], "校验完成")
+                writer.expected = plan.counts[CREATE] + plan.counts[UPDATE]
+            writer.write(part)
+        counts = writer.finish(plan)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for build in builds:
+            build.abandon()
+        raise
+    data = builds[0].result() if builds else None
+    if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
+        data = error_workbook(batch, session=session)
+    return plan, counts, data
 
 
 _STAGE_EXTRA = {"row_number": "integer", "action": "text", "chunk": "integer",

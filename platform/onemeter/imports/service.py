@@ -79,6 +79,8 @@ DEFAULTS: dict[str, float] = {
     # must catch a commit half-way: a kill -9 then must leave nothing behind).
     "ONEMETER_IMPORT_CHUNK_ROWS": 5000,
     "ONEMETER_IMPORT_CHUNK_PAUSE": 0.0,
+    # Rows per block of a plan: a commit writes one block while it plans the next.
+    "ONEMETER_IMPORT_BLOCK_ROWS": 20000,
 }
 _CHUNK = 1024 * 1024
 _EXTENSION = re.compile(r"[a-z0-9]{1,8}")

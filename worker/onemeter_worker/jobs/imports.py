@@ -23,9 +23,9 @@ from typing import Any
 from onemeter.database import db
 from onemeter.imports.ledger import (
     RollbackRefused,
-    commit_with_error_workbook,
     error_workbook,
     lock_tenant_imports,
+    plan_and_commit,
     plan_households,
     rollback_batch,
 )
@@ -79,8 +79,8 @@ class _Reporter:
     def validating(self, done: int, total: int, message: str) -> None:
         if done == 0:
             self.counts["rows_read"] = total
-        if done >= total:
-            self.counts["rows_validated"] = total
+        if done >= total:  # the last call gives the data rows found (the first, at most)
+            self.counts["rows_read"] = self.counts["rows_validated"] = total
         self.send(_READ + (_VALIDATE - _READ) * done // max(total, 1), message)
 
     def writing(self, done: int, total: int, message: str) -> None:
@@ -171,12 +171,11 @@ def commit_import(ctx: JobContext, batch_id: int) -> dict[str, Any]:
         return dict(batch.counts or {})
     if batch.state not in (PREVIEWED, COMMITTING):
         raise ImportRefused(f"导入批次 #{batch.id} 当前“{batch.state_label}”，不能导入")
-    plan = plan_households(db.session, batch.tenant_id, raw,
-                           mapping_overrides=batch.mapping_overrides,
-                           progress=report.validating, lock=True)
-    counts, errors = commit_with_error_workbook(
-        db.session, batch, plan, progress=report.writing,
+    plan, counts, errors = plan_and_commit(
+        db.session, batch, raw, mapping_overrides=batch.mapping_overrides,
+        plan_progress=report.validating, progress=report.writing,
         chunk_rows=int(setting("ONEMETER_IMPORT_CHUNK_ROWS")),
+        block_rows=int(setting("ONEMETER_IMPORT_BLOCK_ROWS")),
         pause=setting("ONEMETER_IMPORT_CHUNK_PAUSE"), check=ctx.check_cancelled)
     batch.error_file = store_error_workbook(batch, errors) if errors is not None else None
     batch.samples = plan.samples()
