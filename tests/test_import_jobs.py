@@ -618,3 +618,35 @@ def test_with_redis_down_starting_a_preview_says_so_and_the_batch_stays_previewa
     step(app, tenant, start_preview, batch_id, staff)
     run_burst_worker(stack, tmp_path, "imports")
     assert read_row(app, ImportBatch, batch_id)["state"] == PREVIEWED
+
+
+def test_the_commit_progress_bar_only_grows_while_blocks_are_checked_and_written() -> None:
+    """A commit reports its blocks' checks and writes in turns; the bar (per mille) adds the
+    two phases' shares, so it never goes back, and ends with the exact counts."""
+    from onemeter_worker.jobs.imports import _Reporter
+
+    class Recorder:  # the JobContext's two calls the reporter makes
+        def __init__(self) -> None:
+            self.bars: list[tuple[int, dict[str, int]]] = []
+
+        def check_cancelled(self) -> None:
+            pass
+
+        def progress(self, done: int, total: int, counts: dict[str, int],
+                     message: str) -> None:
+            self.bars.append((done, counts))
+
+    ctx = Recorder()
+    report = _Reporter(ctx)  # type: ignore[arg-type]
+    report.read(120)
+    report.validating(0, 110, "已读取")
+    report.validating(25, 110, "正在校验…")
+    report.writing(20, 110, "已写入 20 行")
+    report.validating(75, 110, "正在校验…")
+    report.writing(60, 110, "已写入 60 行")
+    report.validating(100, 100, "校验完成")  # the data rows found: 100 of the 110 below the header
+    report.writing(70, 95, "已写入 70 行")
+    report.writing(95, 95, "导入完成")
+    bars = [bar for bar, _ in ctx.bars]
+    assert bars == sorted(bars) and bars[0] == 200 and bars[-1] == 1000, bars
+    assert ctx.bars[-1][1] == {"rows_read": 100, "rows_validated": 100, "rows_written": 95}

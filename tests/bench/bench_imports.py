@@ -6,8 +6,9 @@
     looked up by name once each and created when missing, duplicates skipped by the natural
     key in a Python set, no validation), `session.add` and one commit;
 (b) pipeline — what the worker's commit job does (read_table → lock_tenant_imports →
-    plan_households → commit_with_error_workbook → commit), called in-process under the
-    tenant's scope rather than through RQ;
+    plan_and_commit, which plans block k+1 in a thread while block k is written and forks
+    the error workbook → commit), called in-process under the tenant's scope rather than
+    through RQ;
 (c) floor — python-calamine reading the sheet plus COPY of the already-prepared rows. COPY
     is refused on tables with row-level security, so it goes into a TEMP table (as the
     pipeline's own staging does), not into om_household.
@@ -336,7 +337,7 @@ def test_import_speed(app: Flask, tenant_ids: dict[str, int]) -> None:
     print(f"  (a) naive  (openpyxl rows + ORM object per row, one commit; {naive_note}): "
           f"{naive_rate:,.0f} rows/s, {naive['seconds']:.1f} s for {naive['rows']:,} rows, "
           f"peak RSS {naive['peak_rss_mb']:.0f} MB")
-    print(f"  (b) pipeline (read_table → plan_households → commit_with_error_workbook, "
+    print(f"  (b) pipeline (read_table → plan_and_commit: plan in blocks beside the writes, "
           f"in-process under the tenant scope, not via RQ): {pipeline_rate:,.0f} rows/s, "
           f"{pipeline['seconds']:.1f} s ({laps}), peak RSS {peak:.0f} MB")
     print(f"  (c) floor  (calamine read {floor['read']:.2f} s + COPY of {floor['copied']:,} "

@@ -60,12 +60,16 @@ def _batch(batch_id: int) -> ImportBatch:
 
 
 class _Reporter:
-    """Turns the phases' progress into one bar and the counts the page shows."""
+    """Turns the phases' progress into one bar and the counts the page shows.
+
+    A commit checks and writes its blocks in turns (`plan_and_commit`), so the bar adds the
+    two phases' shares — each only grows — instead of following whichever spoke last."""
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self.live = True
         self.counts = {"rows_read": 0, "rows_validated": 0, "rows_written": 0}
+        self.validated = self.written = 0.0  # the phases' shares done, 0…1
 
     def send(self, permille: int, message: str) -> None:
         if self.live:
@@ -76,17 +80,24 @@ class _Reporter:
         self.counts["rows_read"] = rows
         self.send(_READ, f"已读取 {rows} 行数据")
 
+    def _bar(self, message: str) -> None:
+        self.send(_READ + int((_VALIDATE - _READ) * self.validated)
+                  + int((1000 - _VALIDATE) * self.written), message)
+
     def validating(self, done: int, total: int, message: str) -> None:
         if done == 0:
             self.counts["rows_read"] = total
         if done >= total:  # the last call gives the data rows found (the first, at most)
-            self.counts["rows_read"] = self.counts["rows_validated"] = total
-        self.send(_READ + (_VALIDATE - _READ) * done // max(total, 1), message)
+            self.counts["rows_read"] = total
+        self.counts["rows_validated"] = min(done, total)
+        self.validated = max(self.validated, min(1.0, done / max(total, 1)))
+        self._bar(message)
 
     def writing(self, done: int, total: int, message: str) -> None:
         self.counts["rows_written"] = done
         self.ctx.check_cancelled()
-        self.send(_VALIDATE + (1000 - _VALIDATE) * done // max(total, 1), message)
+        self.written = max(self.written, min(1.0, done / max(total, 1)))
+        self._bar(message)
 
 
 def _refuse_file(batch: ImportBatch, exc: ImportFileError) -> dict[str, Any]:
