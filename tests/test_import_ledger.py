@@ -331,6 +331,33 @@ def test_plan_and_commit_in_blocks_writes_what_plan_then_commit_would(
     assert values(workbook) == values(error_workbook(expected))
 
 
+def test_each_communitys_households_are_read_once_however_many_blocks_mention_it(
+        tenant: int, tag: str) -> None:
+    """In blocks of one row, 桂园 (rows 5 and 6) and 建业 (rows 10 and 12) are each read
+    (and locked) once, before anything is written — not again by a later block, which would
+    also lock the households earlier blocks of the same commit have just inserted."""
+    n = names(tag)
+    seed(tenant, n)
+    data = ledger_xlsx(ledger_rows(n))
+    batch = new_batch(tenant, data)
+    lock_tenant_imports(db.session, batch)
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM om_household" in statement and "om_household.community_id IN" in statement:
+            reads.append(statement)  # the plan's read of a community's households
+
+    engine = db.session.get_bind()
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        _, counts, _ = plan_and_commit(db.session, batch, sheet(data), block_rows=1)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    db.session.commit()
+    assert {k: counts[k] for k in FIRST_COUNTS} == FIRST_COUNTS
+    assert len(reads) == 2, reads
+
+
 def test_a_failure_in_a_later_block_leaves_nothing_and_stops_the_planner(
         tenant: int, tag: str) -> None:
     """An exception while a block is written (here: the cancellation check of the third

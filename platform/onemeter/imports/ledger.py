@@ -24,6 +24,11 @@ and `DO UPDATE` for updates; on SQLite the same INSERT … ON CONFLICT through e
 and one `ImportRow` per data row with the before-image of every update and the after-image of
 every written household. Bad rows are simply not written.
 
+`plan_and_commit` is what the commit job runs: the same plan and write, in blocks of rows —
+a thread plans block k+1 (pure pandas work, no connection) while this thread has the database
+write block k, and the error workbook is forked as soon as every block is checked. The plan is
+the same for any block size: duplicates of earlier blocks are carried from block to block.
+
 `rollback_batch` removes the households (and communities) a batch created and restores the
 ones it updated to their before-image — unless something later depends on them: a created
 household that now has a meter account (or any other row referring to it), a household
@@ -332,10 +337,17 @@ class _Sheet:
     overrides: dict[str, Any] | None
     #: community name (as written and as normalized) → id, the registry's before the import.
     lookup: dict[str, int]
-    #: duplicate key → the row number of its first occurrence, over the blocks planned so far.
+    #: duplicate key → the row number of its first occurrence, over the blocks classified so
+    #: far (the classifying thread's alone).
     first_seen: dict[str, int] = field(default_factory=dict)
-    #: community name → the first delivery date the file gives for it (blocks so far).
+    #: community name → the first delivery date the file gives for it, over the blocks
+    #: checked against the registry so far (the connection's thread's alone, like the next).
     first_dates: dict[str, Any] = field(default_factory=dict)
+    #: The registry's households of the communities read so far, as they were before this
+    #: import wrote anything: a later block reuses them instead of reading (and locking)
+    #: again, with what earlier blocks have just written.
+    households: pd.DataFrame | None = None
+    households_of: set[int] = field(default_factory=set)
 
     def blocks(self, block_rows: int) -> list[tuple[int, int]]:
         """(start, stop) list positions of the blocks below the header. The first block is a
@@ -395,8 +407,9 @@ class _Block:
 
     data: DataRows
     rows: pd.DataFrame
-    d: pd.DataFrame
     duplicates: int
+    #: community name → the first delivery date this block gives for it.
+    dates: dict[str, Any]
 
 
 def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
@@ -497,15 +510,15 @@ def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
     for name in UPDATABLE:
         rows[f"chg_{name}"] = False
 
+    first_dates: dict[str, Any] = {}
     dates = d.get("delivery_date")
     if dates is not None:  # the first date given per community name, in file order
         given = pd.DataFrame({"community": d["community"], "date": dates})
         given = given[given["community"].notna() & given["date"].notna()]
-        given = given[~given["community"].isin(list(sheet.first_dates))]
         given = given.drop_duplicates("community")
-        sheet.first_dates.update(zip(given["community"].tolist(), given["date"].tolist(),
-                                     strict=True))
-    return _Block(data=data, rows=rows, d=d, duplicates=int(is_duplicate.sum()))
+        first_dates = dict(zip(given["community"].tolist(), given["date"].tolist(),
+                               strict=True))
+    return _Block(data=data, rows=rows, duplicates=int(is_duplicate.sum()), dates=first_dates)
 
 
 def _against_registry(session: Session, sheet: _Sheet, block: _Block, *, lock: bool
@@ -513,11 +526,21 @@ def _against_registry(session: Session, sheet: _Sheet, block: _Block, *, lock: b
     """The block's rows checked against the households the registry holds (read, and locked
     when `lock`): create, update or unchanged; its plan (header and mapping left to
     `_combine`)."""
+    for name, date in block.dates.items():
+        sheet.first_dates.setdefault(name, date)
     rows = block.rows
     good = rows["action"] != ERROR
-    known_ids = rows.loc[good & rows["community_id"].notna(), "community_id"].astype(int)
-    existing_frame = _existing_households(session, sheet.tenant_id,
-                                          known_ids.unique().tolist(), lock=lock)
+    known_ids = set(rows.loc[good & rows["community_id"].notna(), "community_id"]
+                    .astype(int).unique().tolist())
+    unread = known_ids - sheet.households_of
+    if unread or sheet.households is None:
+        read = _existing_households(session, sheet.tenant_id, sorted(unread), lock=lock)
+        sheet.households = read if sheet.households is None else \
+            pd.concat([sheet.households, read], ignore_index=True)
+        sheet.households_of |= unread
+    existing_frame = sheet.households
+    if len(existing_frame) and known_ids != sheet.households_of:
+        existing_frame = existing_frame[existing_frame["community_id"].isin(known_ids)]
     existing: dict[int, dict[str, Any]] = {}
     if len(existing_frame):
         ex = existing_frame.set_index(["community_id", "natural_key"])
@@ -651,7 +674,7 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     sheet = _prepare_sheet(session, tenant_id, raw_sheet, check_overrides(mapping_overrides))
     blocks = sheet.blocks(block_rows)
     estimate = blocks[-1][1] - blocks[0][0]
-    report(0, estimate, f"已读取 {estimate} 行")
+    report(0, estimate, f"表头以下共 {estimate} 行，正在校验…")
     parts = []
     for start, stop in blocks:
         parts.append(_against_registry(session, sheet, _classify(sheet, start, stop),
@@ -1031,10 +1054,18 @@ def commit_with_error_workbook(session: Session, batch: ImportBatch, plan: Impor
         for build in builds:
             build.abandon()
         raise
+    return counts, _committed_workbook(session, batch, plan, counts, builds)
+
+
+def _committed_workbook(session: Session, batch: ImportBatch, plan: ImportPlan,
+                        counts: Mapping[str, int], builds: Sequence[ForkedBuild]
+                        ) -> bytes | None:
+    """The forked build's workbook (None without one; waits for it), rebuilt from the batch's
+    rows when the commit found errors the plan did not (a household inserted meanwhile)."""
     data = builds[0].result() if builds else None
     if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
         data = error_workbook(batch, session=session)
-    return counts, data
+    return data
 
 
 def plan_and_commit(session: Session, batch: ImportBatch, raw_sheet: RawSheet, *,
@@ -1063,7 +1094,7 @@ def plan_and_commit(session: Session, batch: ImportBatch, raw_sheet: RawSheet, *
     report_plan = plan_progress or _noop
     blocks = sheet.blocks(block_rows)
     estimate = blocks[-1][1] - blocks[0][0]
-    report_plan(0, estimate, f"已读取 {estimate} 行")
+    report_plan(0, estimate, f"表头以下共 {estimate} 行，正在校验…")
     writer = _Writer(session, batch, progress=progress, chunk_rows=chunk_rows, pause=pause,
                      check=check)
     writer.expected = estimate  # until the plan is complete: every data row at most
@@ -1102,10 +1133,7 @@ def plan_and_commit(session: Session, batch: ImportBatch, raw_sheet: RawSheet, *
         for build in builds:
             build.abandon()
         raise
-    data = builds[0].result() if builds else None
-    if counts.get(ERROR, 0) != plan.counts.get(ERROR, 0):
-        data = error_workbook(batch, session=session)
-    return plan, counts, data
+    return plan, counts, _committed_workbook(session, batch, plan, counts, builds)
 
 
 _STAGE_EXTRA = {"row_number": "integer", "action": "text", "chunk": "integer",
