@@ -650,3 +650,25 @@ def test_the_commit_progress_bar_only_grows_while_blocks_are_checked_and_written
     bars = [bar for bar, _ in ctx.bars]
     assert bars == sorted(bars) and bars[0] == 200 and bars[-1] == 1000, bars
     assert ctx.bars[-1][1] == {"rows_read": 100, "rows_validated": 100, "rows_written": 95}
+
+
+def test_on_sqlite_a_long_write_never_locks_the_readers_out(tmp_path: Path) -> None:
+    """The embedded install's SQLite runs with a write-ahead log (`onemeter.database`): while
+    one connection holds a large uncommitted write — an import — another still reads the last
+    committed rows at once. In rollback-journal mode the writer, having spilled its page cache,
+    locks every reader out ("database is locked"): the pages and the job's own cancellation
+    check failed during an import of 60,000 rows."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'embedded.db'}",
+                              connect_args={"timeout": 0.5})
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE ledger (id INTEGER PRIMARY KEY, v TEXT)")
+        connection.exec_driver_sql("INSERT INTO ledger (v) VALUES ('a'), ('b'), ('c')")
+    with engine.connect() as writer, writer.begin():
+        writer.exec_driver_sql(  # ≈24 MB: far more than SQLite's 2 MB page cache
+            "INSERT INTO ledger (v) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+            "SELECT i + 1 FROM n WHERE i < 60000) SELECT hex(randomblob(200)) FROM n")
+        with engine.connect() as reader:
+            assert reader.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert reader.exec_driver_sql("SELECT count(*) FROM ledger").scalar() == 3
+        writer.rollback()
+    engine.dispose()

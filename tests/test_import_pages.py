@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from flask import Flask
 
 from onemeter.database import db
+from onemeter.imports.models import ImportBatch
+from onemeter.jobs import JobRun
 from onemeter.registry.models import Community, Household
 from onemeter.tenancy import TenantScope, use_scope
 from tests.support.stack import Stack
@@ -63,6 +65,12 @@ def test_a_clerk_uploads_previews_commits_downloads_errors_and_undoes(
     pk = batch_id(response)
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
     assert "已开始预览" in page and 'http-equiv="refresh"' in page  # polls while it runs
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        run = db.session.get(JobRun, db.session.get(ImportBatch, pk).preview_job_id)
+        run.counts = {"rows_read": 12345, "rows_validated": 5000, "rows_written": 0}
+        db.session.commit()  # as the worker's progress reports leave it
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    assert "已读取 12,345 行" in page and "已校验 5,000 行" in page and "rows_read" not in page
     run_burst_worker(stack, tmp_path, "imports")
 
     page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
