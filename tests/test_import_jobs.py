@@ -672,3 +672,34 @@ def test_on_sqlite_a_long_write_never_locks_the_readers_out(tmp_path: Path) -> N
             assert reader.exec_driver_sql("SELECT count(*) FROM ledger").scalar() == 3
         writer.rollback()
     engine.dispose()
+
+
+def test_on_sqlite_a_second_writer_waits_for_an_import_longer_than_five_seconds(
+        tmp_path: Path) -> None:
+    """A page that saves while an import writes waits for the import's commit instead of
+    failing after pysqlite's 5 s with "database is locked" (`SQLITE_BUSY_TIMEOUT_MS`)."""
+    import threading
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'embedded.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE ledger (id INTEGER PRIMARY KEY, v TEXT)")
+    holding = threading.Event()
+
+    def long_import() -> None:
+        with engine.begin() as writer:
+            writer.exec_driver_sql("INSERT INTO ledger (v) VALUES ('import')")
+            holding.set()
+            time.sleep(6.0)
+
+    thread = threading.Thread(target=long_import)
+    thread.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    with engine.begin() as page:
+        page.exec_driver_sql("INSERT INTO ledger (v) VALUES ('page')")
+    waited = time.monotonic() - started
+    thread.join()
+    with engine.connect() as reader:
+        rows = reader.exec_driver_sql("SELECT v FROM ledger ORDER BY id").scalars().all()
+    engine.dispose()
+    assert rows == ["import", "page"] and waited > 4, (rows, waited)
