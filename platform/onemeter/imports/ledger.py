@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import json
 import multiprocessing
@@ -349,6 +350,11 @@ class _Sheet:
     households: pd.DataFrame | None = None
     households_of: set[int] = field(default_factory=set)
 
+    @functools.cached_property
+    def columns(self) -> list[dict[str, Any]]:
+        """Per column of the sheet: index, letter, label, field, key (`ImportPlan.columns`)."""
+        return _sheet_columns(self.used_header, self.texts, self.width)
+
     def blocks(self, block_rows: int) -> list[tuple[int, int]]:
         """(start, stop) list positions of the blocks below the header. The first block is a
         quarter of the others (at least 1,000 rows): the writing starts once it is planned."""
@@ -521,6 +527,12 @@ def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
     return _Block(data=data, rows=rows, duplicates=int(is_duplicate.sum()), dates=first_dates)
 
 
+def _action_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """How many rows of a plan's `rows` each action has (0 for an action none has)."""
+    counted = rows["action"].value_counts()
+    return {a: int(counted.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)}
+
+
 def _against_registry(session: Session, sheet: _Sheet, block: _Block, *, lock: bool
                       ) -> ImportPlan:
     """The block's rows checked against the households the registry holds (read, and locked
@@ -589,10 +601,8 @@ def _against_registry(session: Session, sheet: _Sheet, block: _Block, *, lock: b
     new_names = rows.loc[creates & rows["community_id"].isna(), "community"]
     new_communities = {name: sheet.first_dates.get(name)
                        for name in pd.unique(new_names.to_numpy()).tolist()}
-    action_counts = rows["action"].value_counts()
     counts = {
-        "rows": len(rows),
-        **{a: int(action_counts.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)},
+        "rows": len(rows), **_action_counts(rows),
         "duplicate_in_file": block.duplicates,
         "skipped": len(block.data.skipped),
         "communities_create": len(new_communities),
@@ -617,17 +627,15 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
         existing.update(part.existing)
         new_names.update(dict.fromkeys(part.new_communities))
     new_communities = {name: sheet.first_dates.get(name) for name in new_names}
-    action_counts = rows["action"].value_counts()
     counts = {
-        "rows": len(rows),
-        **{a: int(action_counts.get(a, 0)) for a in (CREATE, UPDATE, UNCHANGED, ERROR)},
+        "rows": len(rows), **_action_counts(rows),
         "duplicate_in_file": sum(p.counts["duplicate_in_file"] for p in parts),
         "skipped": len(data.skipped),
         "communities_create": len(new_communities),
     }
     header, used_header, texts = sheet.header, sheet.used_header, sheet.texts
     used = used_header.columns
-    columns = _sheet_columns(used_header, texts, sheet.width)
+    columns = sheet.columns
     mapping = {
         "sheet": sheet.raw.sheet_name,
         "source_kind": sheet.raw.source_kind,
@@ -654,8 +662,18 @@ def _errors_only(sheet: _Sheet, blocks: Sequence[_Block]) -> ImportPlan:
     data = DataRows(row_numbers=[n for n, _ in kept], rows=[c for _, c in kept], skipped=[])
     return ImportPlan(tenant_id=sheet.tenant_id, tenant_name=sheet.tenant_name,
                       header=sheet.header, data=data, mapping={}, rows=rows, existing={},
-                      new_communities={}, counts={},
-                      columns=_sheet_columns(sheet.used_header, sheet.texts, sheet.width))
+                      new_communities={}, counts={}, columns=sheet.columns)
+
+
+def _begin_plan(session: Session, tenant_id: int, raw_sheet: RawSheet,
+                mapping_overrides: Mapping[str, Any] | None, block_rows: int,
+                report: Progress) -> tuple[_Sheet, list[tuple[int, int]], int]:
+    """The sheet, its blocks and the rows below its header (reported as the plan's start)."""
+    sheet = _prepare_sheet(session, tenant_id, raw_sheet, check_overrides(mapping_overrides))
+    blocks = sheet.blocks(block_rows)
+    estimate = blocks[-1][1] - blocks[0][0]
+    report(0, estimate, f"表头以下共 {estimate} 行，正在校验…")
+    return sheet, blocks, estimate
 
 
 def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
@@ -671,10 +689,8 @@ def plan_households(session: Session, tenant_id: int, raw_sheet: RawSheet, *,
     while it plans the next).
     """
     report = progress or _noop
-    sheet = _prepare_sheet(session, tenant_id, raw_sheet, check_overrides(mapping_overrides))
-    blocks = sheet.blocks(block_rows)
-    estimate = blocks[-1][1] - blocks[0][0]
-    report(0, estimate, f"表头以下共 {estimate} 行，正在校验…")
+    sheet, blocks, estimate = _begin_plan(session, tenant_id, raw_sheet, mapping_overrides,
+                                          block_rows, report)
     parts = []
     for start, stop in blocks:
         parts.append(_against_registry(session, sheet, _classify(sheet, start, stop),
@@ -910,10 +926,7 @@ class _Writer:
         _write_other_rows(session, batch, plan, rows[~rows["action"].isin([CREATE, UPDATE])])
 
         created_communities = [c.id for c in self.made.values()]
-        action_counts = rows["action"].value_counts()
-        counts = dict(plan.counts)
-        counts.update({a: int(action_counts.get(a, 0))
-                       for a in (CREATE, UPDATE, UNCHANGED, ERROR)})
+        counts = {**plan.counts, **_action_counts(rows)}
         counts["communities_create"] = len(created_communities)
         counts["written"] = counts[CREATE] + counts[UPDATE]
         before_state = batch.state
@@ -1089,12 +1102,9 @@ def plan_and_commit(session: Session, batch: ImportBatch, raw_sheet: RawSheet, *
     are known then), beside the blocks still being written. An exception of any part is
     raised here, the planning thread stopped and the child killed.
     """
-    sheet = _prepare_sheet(session, batch.tenant_id, raw_sheet,
-                           check_overrides(mapping_overrides))
     report_plan = plan_progress or _noop
-    blocks = sheet.blocks(block_rows)
-    estimate = blocks[-1][1] - blocks[0][0]
-    report_plan(0, estimate, f"表头以下共 {estimate} 行，正在校验…")
+    sheet, blocks, estimate = _begin_plan(session, batch.tenant_id, raw_sheet,
+                                          mapping_overrides, block_rows, report_plan)
     writer = _Writer(session, batch, progress=progress, chunk_rows=chunk_rows, pause=pause,
                      check=check)
     writer.expected = estimate  # until the plan is complete: every data row at most
@@ -1102,16 +1112,17 @@ def plan_and_commit(session: Session, batch: ImportBatch, raw_sheet: RawSheet, *
     parts: list[ImportPlan] = []
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planner")
     pending = [pool.submit(_classify, sheet, start, stop) for start, stop in blocks]
-    workbook: list[bool] = []
+    workbook_started = False
 
     def start_workbook() -> None:
         # Once every block is classified its errors are final (the registry only decides
         # between create, update and unchanged): the child builds their workbook while the
         # remaining blocks are written.
-        if workbook or not all(f.done() for f in pending):
+        nonlocal workbook_started
+        if workbook_started or not all(f.done() for f in pending):
             return
         pool.shutdown(wait=True)  # no thread left when the child forks
-        workbook.append(True)
+        workbook_started = True
         errors = _errors_only(sheet, [f.result() for f in pending])
         if len(errors.rows):
             builds.append(ForkedBuild(lambda: error_workbook(errors)))
