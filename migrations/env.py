@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 from flask import current_app
 
-from onemeter.database import db
+from onemeter.database import db, sqlite_foreign_keys_deferred
 
 config = context.config
 log = logging.getLogger("alembic.env")
@@ -35,11 +35,14 @@ def run_migrations_online():
             # Migrations see and may change every tenant's rows (FORCE RLS covers the owner).
             connection.exec_driver_sql("SELECT set_config('app.all_tenants', 'on', false)")
             connection.commit()  # else Alembic joins this transaction and never commits
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          compare_type=True, render_as_batch=connection.dialect.name == "sqlite",
-                          include_object=include_object)
-        with context.begin_transaction():
-            context.run_migrations()
+        # SQLite: foreign keys off while batch mode rebuilds tables, checked at the end.
+        with sqlite_foreign_keys_deferred(connection):
+            context.configure(connection=connection, target_metadata=target_metadata,
+                              compare_type=True,
+                              render_as_batch=connection.dialect.name == "sqlite",
+                              include_object=include_object)
+            with context.begin_transaction():
+                context.run_migrations()
     engine.dispose()
 
 

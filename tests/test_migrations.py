@@ -110,3 +110,112 @@ def test_tenant_tables_get_row_level_security_from_their_migrations(app: Flask) 
         engine.dispose()
     assert {name for name, enabled, forced in rows if enabled and forced} == \
         {"om_change_log", "om_job_run", *EXAMPLE_TABLES}
+
+
+# --- SQLite: foreign keys are enforced, and off only while a migration rebuilds tables ------
+
+def _family(connection: sa.Connection) -> None:
+    """A parent with two children whose key cascades on delete (like om_import_row)."""
+    connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT)")
+    connection.exec_driver_sql(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, "
+        "parent_id INTEGER NOT NULL REFERENCES parent (id) ON DELETE CASCADE)")
+    connection.exec_driver_sql("INSERT INTO parent VALUES (1, '平桥')")
+    connection.exec_driver_sql("INSERT INTO child VALUES (1, 1), (2, 1)")
+    connection.commit()
+
+
+def _rebuild_parent(connection: sa.Connection) -> None:
+    """What Alembic's batch mode does to alter a table on SQLite: copy, DROP, rename."""
+    connection.exec_driver_sql(
+        "CREATE TABLE _alembic_tmp_parent (id INTEGER PRIMARY KEY, name TEXT, note TEXT)")
+    connection.exec_driver_sql(
+        "INSERT INTO _alembic_tmp_parent (id, name) SELECT id, name FROM parent")
+    connection.exec_driver_sql("DROP TABLE parent")
+    connection.exec_driver_sql("ALTER TABLE _alembic_tmp_parent RENAME TO parent")
+    connection.commit()
+
+
+def _children(connection: sa.Connection) -> int:
+    return connection.exec_driver_sql("SELECT count(*) FROM child").scalar()
+
+
+def test_sqlite_rebuilds_a_parent_table_without_deleting_its_children(tmp_path: Path) -> None:
+    from onemeter.database import sqlite_foreign_keys_deferred
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'family.db'}")
+    try:
+        with engine.connect() as connection:
+            _family(connection)
+            # Every connection enforces keys: the rebuild's DROP cascades to the children.
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            _rebuild_parent(connection)
+            assert _children(connection) == 0
+        with engine.connect() as connection:
+            connection.exec_driver_sql("INSERT INTO child VALUES (1, 1), (2, 1)")
+            connection.commit()
+            with sqlite_foreign_keys_deferred(connection):
+                assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+                _rebuild_parent(connection)
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert _children(connection) == 2
+            assert connection.exec_driver_sql("SELECT name FROM parent").scalar() == "平桥"
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_schema_change_that_leaves_a_dangling_row_is_reported(tmp_path: Path) -> None:
+    from onemeter.database import ForeignKeyViolation, sqlite_foreign_keys_deferred
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'family.db'}")
+    try:
+        with engine.connect() as connection:
+            _family(connection)
+            connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+            connection.exec_driver_sql("INSERT INTO child VALUES (3, 7)")  # dangled before
+            connection.commit()
+            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+            with sqlite_foreign_keys_deferred(connection):  # an old dangling row: no error
+                _rebuild_parent(connection)
+            with pytest.raises(ForeignKeyViolation, match=r"1 行.*child rowid 4 → parent"):
+                with sqlite_foreign_keys_deferred(connection):
+                    connection.exec_driver_sql("INSERT INTO child VALUES (4, 9)")
+                    connection.commit()
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            with pytest.raises(sa.exc.IntegrityError, match="FOREIGN KEY"):
+                connection.exec_driver_sql("INSERT INTO child VALUES (5, 9)")
+    finally:
+        engine.dispose()
+
+
+def test_an_embedded_database_written_without_foreign_keys_still_migrates(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Before foreign keys were enforced on SQLite, an import row could outlive its batch.
+    The next migration that rebuilds that table (0010 rebuilds om_import_row) copies the row
+    instead of failing on it, because migrations run with keys off and check afterwards."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    old = make_app(SQLALCHEMY_DATABASE_URI=url, ONEMETER_OWNER_DATABASE_URL=url,
+                   ONEMETER_APP_DB_ROLE="")
+    runner = old.test_cli_runner()
+    result = runner.invoke(main, ["db", "upgrade", "--revision", "0009_supervision"])
+    assert result.exit_code == 0, result.output
+    raw = sqlite3.connect(path)  # a plain connection: SQLite's default, keys not enforced
+    raw.execute("INSERT INTO om_import_row (tenant_id, batch_id, row_number, action) "
+                "VALUES (42, 4242, 7, 'create')")
+    raw.commit()
+    raw.close()
+
+    result = runner.invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, f"{result.output}{result.exception!r}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql(
+                "SELECT batch_id, row_number FROM om_import_row").all() == [(4242, 7)]
+            assert connection.exec_driver_sql(
+                "SELECT version_num FROM alembic_version").scalar() == "0010_import_row_leaf"
+    finally:
+        engine.dispose()

@@ -4,12 +4,14 @@ Models subclass `Model` (FAB's declarative base) so FAB's own tables live in the
 """
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask_appbuilder import Model
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 db = SQLAlchemy(model_class=Model)
 
@@ -26,12 +28,16 @@ def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> No
     with "database is locked" and the import's own cancellation check failed the job.
     Writes still go one at a time: a second writer waits up to SQLITE_BUSY_TIMEOUT_MS for the
     first to commit (pysqlite's own 5 s failed a page's save during a longer import).
+    Foreign keys are enforced, as on PostgreSQL: SQLite checks none unless each connection
+    asks, so without it the composite (tenant_id, parent) keys that keep a child in its
+    parent's sub-district held on PostgreSQL only.
     Called on each new DBAPI connection of any engine; does nothing for other databases."""
     if not isinstance(dbapi_connection, sqlite3.Connection):
         return
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")  # per connection; outside any transaction
         cursor.execute("PRAGMA journal_mode=WAL")  # kept in the file; a no-op once set
     except sqlite3.OperationalError:
         pass  # another process holds the file in the old mode: it stays as it was
@@ -39,4 +45,49 @@ def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> No
         cursor.close()
 
 
-__all__ = ["Model", "db"]
+def _dangling(connection: Connection) -> set[tuple[str, int, str]]:
+    """(table, rowid, parent table) of every SQLite row whose foreign key finds no row."""
+    return {(table, rowid, parent) for table, rowid, parent, _ in
+            connection.exec_driver_sql("PRAGMA foreign_key_check").all()}
+
+
+class ForeignKeyViolation(RuntimeError):
+    """A migration on SQLite left rows whose foreign key points at no row."""
+
+
+@contextmanager
+def sqlite_foreign_keys_deferred(connection: Connection) -> Iterator[None]:
+    """Run schema changes on SQLite the way SQLite prescribes for rebuilding a table (its
+    "generalized ALTER TABLE procedure"): foreign keys off, the changes, then one
+    `PRAGMA foreign_key_check` over every table, and foreign keys on again.
+
+    Alembic's batch mode rebuilds a table to alter it (copy into a new table, DROP the old,
+    rename); with foreign keys on, that DROP deletes every child row of an ON DELETE CASCADE
+    key or fails on the others. Used by migrations/env.py around the whole run. Raises
+    ForeignKeyViolation naming the first dangling rows the changes left behind; rows that
+    dangled before (a database written while SQLite enforced no keys) do not stop it. Does
+    nothing on other databases. SQLite ignores the pragma inside a transaction, so the
+    connection must have written nothing uncommitted on entry; the pragmas are committed at
+    once, leaving the body to begin its own transaction."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+    connection.commit()
+    try:
+        before = _dangling(connection)
+        connection.commit()
+        yield
+        dangling = [row for row in _dangling(connection) if row not in before]
+        if dangling:
+            shown = "; ".join(f"{table} rowid {rowid} → {parent}"
+                              for table, rowid, parent in dangling[:5])
+            raise ForeignKeyViolation(
+                f"迁移后有 {len(dangling)} 行的外键指向不存在的行（{shown}）")
+    finally:
+        connection.rollback()
+        connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+        connection.commit()
+
+
+__all__ = ["ForeignKeyViolation", "Model", "db", "sqlite_foreign_keys_deferred"]
