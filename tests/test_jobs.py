@@ -34,9 +34,14 @@ from onemeter.jobs import (
     STARTED,
     JobRun,
     QueueUnavailable,
+    cancel_job,
+    cancel_requested,
+    clear_aside,
     enqueue_job,
+    job_progress,
     queue_name,
     redis_connection,
+    report_aside,
 )
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
@@ -331,6 +336,76 @@ def test_a_finished_job_cannot_be_cancelled(
     page = flashed(login("pingqiao_staff"), f"/jobs/cancel/{run_id}")
     assert "无法取消" in page
     assert read_run(app, run_id)["state"] == FINISHED
+
+
+# --- progress and cancel flag in Redis (a job holding SQLite's write lock) --------------------
+
+def _started_run(app: Flask, tenant_id: int) -> int:
+    """A JobRun as a running commit leaves its row: 20 %, the rows read, writing."""
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        run = JobRun(tenant_id=tenant_id, kind="demo.count", queue="reports", state=STARTED,
+                     progress=20, counts={"rows_read": 5}, message="正在写入…")
+        db.session.add(run)
+        db.session.commit()
+        return run.id
+
+
+def _shown(application: Flask, run_id: int) -> tuple[int, dict[str, Any], str | None]:
+    with application.app_context(), use_scope(TenantScope.all_read_only(), db.session):
+        shown = job_progress(db.session.get(JobRun, run_id))
+        return shown.progress, shown.counts, shown.message
+
+
+def test_progress_reported_aside_shows_while_the_job_runs_and_only_to_its_own_tenant(
+        app: Flask, make_app: Callable[..., Flask], login: Callable[..., FlaskClient],
+        tenant_ids: dict[str, int]) -> None:
+    run_id = _started_run(app, tenant_ids["pingqiao"])
+    assert _shown(app, run_id) == (20, {"rows_read": 5}, "正在写入…")  # nothing aside yet
+    with app.app_context():
+        report_aside(run_id, 55, {"rows_written": 30}, "已写入 30 行")
+        report_aside(run_id, 60, None, None)  # keeps the last counts and message
+    assert _shown(app, run_id) == (60, {"rows_written": 30}, "已写入 30 行")
+
+    polled = login("pingqiao_staff").get(f"/jobs/progress/{run_id}")
+    assert polled.status_code == 200
+    assert (polled.json["progress"], polled.json["counts"]) == (60, {"rows_written": 30})
+    assert login("pingxi_staff").get(f"/jobs/progress/{run_id}").status_code == 404
+
+    # Redis down: the page shows the row's values and still serves.
+    no_redis = make_app(ONEMETER_REDIS_URL="redis://127.0.0.1:1/0")
+    assert _shown(no_redis, run_id) == (20, {"rows_read": 5}, "正在写入…")
+    polled = login("pingqiao_staff", application=no_redis).get(f"/jobs/progress/{run_id}")
+    assert polled.status_code == 200 and polled.json["progress"] == 20
+
+    # Once the job has ended its row is the truth, whatever Redis still holds.
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_ids["pingqiao"]), db.session):
+        run = db.session.get(JobRun, run_id)
+        run.state, run.progress, run.counts, run.message = FINISHED, 100, {"rows_written": 9}, None
+        db.session.commit()
+    assert _shown(app, run_id) == (100, {"rows_written": 9}, None)
+    with app.app_context():
+        clear_aside(run_id)
+        assert not redis_connection(app).keys(f"*onemeter:jobrun:{run_id}:*")
+
+
+def test_cancelling_a_running_job_flags_it_in_redis_and_works_without_redis(
+        app: Flask, make_app: Callable[..., Flask], tenant_ids: dict[str, int]) -> None:
+    tenant = tenant_ids["pingqiao"]
+    run_id = _started_run(app, tenant)
+    with app.app_context():
+        assert not cancel_requested(run_id)
+        with use_scope(TenantScope.tenant(tenant), db.session):
+            assert cancel_job(db.session.get(JobRun, run_id))
+        assert cancel_requested(run_id)
+    assert read_run(app, run_id)["state"] == CANCELLED
+
+    other = _started_run(app, tenant)
+    no_redis = make_app(ONEMETER_REDIS_URL="redis://127.0.0.1:1/0")
+    with no_redis.app_context():
+        with use_scope(TenantScope.tenant(tenant), db.session):
+            assert cancel_job(db.session.get(JobRun, other))  # the row alone, as before
+        assert not cancel_requested(other)
+    assert read_run(app, other)["state"] == CANCELLED
 
 
 # --- re-run -----------------------------------------------------------------------------------

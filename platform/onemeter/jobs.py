@@ -7,7 +7,9 @@ under the JobRun's tenant scope and reports progress into the row the pages poll
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -174,15 +176,103 @@ def enqueue_job(kind: str, *, tenant_id: int, user_id: int | None, queue: str,
     return run
 
 
+# --- progress and cancellation beside the database ----------------------------------------
+#
+# On SQLite a job that holds the database's one write lock (an import's commit or rollback)
+# cannot write its JobRun row until it ends, and a cancel (an UPDATE of that row) waits until
+# then. Such a job reports its progress to Redis instead, and a cancel also raises a flag there
+# that the job reads at its next step. Both are best effort: with Redis down the page shows
+# the row's values and the cancel takes the database's way alone.
+
+#: How long a progress report or a cancel flag outlives its job in Redis (seconds).
+ASIDE_TTL = 86400
+_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+
+
+def _aside_key(job_run_id: int, what: str, app: Flask | None = None) -> str:
+    prefix = (app or current_app).config["ONEMETER_QUEUE_PREFIX"]
+    return f"{prefix}onemeter:jobrun:{int(job_run_id)}:{what}"
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """What a page shows of a job's progress: percent, counts and message."""
+
+    progress: int
+    counts: dict[str, Any]
+    message: str | None
+
+
+def report_aside(job_run_id: int, progress: int, counts: dict[str, Any] | None,
+                 message: str | None, app: Flask | None = None) -> None:
+    """Store a running job's progress in Redis (the worker, while its JobRun row cannot be
+    written). Values not given keep the last report's. Best effort: Redis errors pass."""
+    key = _aside_key(job_run_id, "progress", app)
+    try:
+        connection = redis_connection(app)
+        last = json.loads(connection.get(key) or "{}")
+        last["progress"] = progress
+        if counts is not None:
+            last["counts"] = counts
+        if message is not None:
+            last["message"] = message
+        connection.set(key, json.dumps(last, ensure_ascii=False), ex=ASIDE_TTL)
+    except _REDIS_ERRORS:
+        pass
+
+
+def clear_aside(job_run_id: int, app: Flask | None = None) -> None:
+    """Forget a job's progress report in Redis (a new attempt starts from its row again)."""
+    try:
+        redis_connection(app).delete(_aside_key(job_run_id, "progress", app))
+    except _REDIS_ERRORS:
+        pass
+
+
+def job_progress(run: JobRun) -> JobProgress:
+    """The progress a page shows for `run`: the row's, or — while the job runs and has
+    reported to Redis (see report_aside) — that report's. The caller has read `run` under
+    its tenant scope; Redis is only asked about a run the caller may see."""
+    shown = JobProgress(run.progress, dict(run.counts or {}), run.message)
+    if run.state != STARTED:
+        return shown
+    try:
+        raw = redis_connection().get(_aside_key(run.id, "progress"))
+    except _REDIS_ERRORS:
+        return shown
+    if not raw:
+        return shown
+    aside = json.loads(raw)
+    return JobProgress(int(aside.get("progress", shown.progress)),
+                       aside.get("counts", shown.counts), aside.get("message", shown.message))
+
+
+def cancel_requested(job_run_id: int, app: Flask | None = None) -> bool:
+    """Whether a cancel of this job was flagged in Redis (False when Redis is down)."""
+    try:
+        return bool(redis_connection(app).exists(_aside_key(job_run_id, "cancel", app)))
+    except _REDIS_ERRORS:
+        return False
+
+
 def cancel_job(run: JobRun) -> bool:
     """Cancel a queued or running job; False when it had already ended.
 
     A queued job is never started; a running one stops at its next `check_cancelled` and
     rolls back (the worker then records the final state). The update is conditional, so a
     job that ends meanwhile keeps its true outcome. Runs under the caller's tenant scope.
+    A running job is also flagged in Redis first: on SQLite the update waits while the job
+    holds the write lock, and the flag is what stops the job at its next step.
     """
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     was_queued = run.state == QUEUED
+    flagged = False
+    if run.state == STARTED:
+        try:
+            redis_connection().set(_aside_key(run.id, "cancel"), "1", ex=ASIDE_TTL)
+            flagged = True
+        except _REDIS_ERRORS:
+            pass
     values: dict[str, Any] = {"state": CANCELLED}
     if was_queued:
         values.update(ended_at=now, message="已取消（任务尚未开始）")
@@ -193,7 +283,9 @@ def cancel_job(run: JobRun) -> bool:
         .values(**values).execution_options(synchronize_session=False))
     db.session.commit()
     db.session.expire(run)
-    return bool(result.rowcount)
+    # Flagged, the job may have stopped and recorded its cancellation before this update got
+    # the database: cancelled all the same.
+    return bool(result.rowcount) or (flagged and run.state == CANCELLED)
 
 
 def rerun_job(run: JobRun, *, user_id: int | None) -> tuple[JobRun, bool]:

@@ -28,6 +28,7 @@ from onemeter.jobs import (
     QueueUnavailable,
     cancel_job,
     enqueue_job,
+    job_progress,
     rerun_job,
 )
 from onemeter.plugins import hookimpl
@@ -273,8 +274,9 @@ class JobRunView(TenantModelView):
         run = self.datamodel.get(pk, self._base_filters)
         if run is None:
             abort(404)
+        shown = job_progress(run)
         return jsonify(id=run.id, state=run.state, state_label=STATE_LABELS.get(run.state),
-                       progress=run.progress, counts=run.counts, message=run.message,
+                       progress=shown.progress, counts=shown.counts, message=shown.message,
                        error=run.error)
 
     def _own_run(self, pk: int) -> JobRun:

@@ -1,7 +1,8 @@
 """Runs one JobRun inside an RQ job: scope, progress, outcome, and recovery after a crash.
 
 Progress is written in its own short transactions so the pages see it while the job's own
-work is still inside its (all-or-nothing) transaction.
+work is still inside its (all-or-nothing) transaction — or, while the job holds SQLite's one
+write lock (`JobContext.aside`), to Redis, where the pages read it too.
 
 A JobRun moves queued → started exactly once, so a job cancelled while queued, or one a
 crash has already marked failed, is never run by a late or duplicate RQ delivery. Transient
@@ -41,8 +42,11 @@ from onemeter.jobs import (
     QUEUED,
     STARTED,
     JobRun,
+    cancel_requested,
+    clear_aside,
     job_kinds,
     redis_connection,
+    report_aside,
 )
 from onemeter.tenancy import TenantScope, use_scope
 
@@ -101,6 +105,9 @@ class JobContext:
     params: dict[str, Any]
     #: 1 for the first run, 2 for the first automatic retry, …
     attempt: int = 1
+    #: Report progress to Redis, not the JobRun row: set by a job that holds SQLite's write
+    #: lock, under which no other connection can write the row (onemeter.jobs.report_aside).
+    aside: bool = False
 
     def _update(self, *where: Any, **values: Any) -> bool:
         """Update the JobRun in its own transaction; False when `where` matched nothing."""
@@ -114,7 +121,11 @@ class JobContext:
     def progress(self, done: int, total: int, counts: dict[str, Any] | None = None,
                  message: str | None = None) -> None:
         """Record progress (done of total) and optional counts, visible at once on the page."""
-        values: dict[str, Any] = {"progress": min(100, int(100 * done / max(total, 1)))}
+        percent = min(100, int(100 * done / max(total, 1)))
+        if self.aside:
+            report_aside(self.job_run_id, percent, counts, message)
+            return
+        values: dict[str, Any] = {"progress": percent}
         if counts is not None:
             values["counts"] = counts
         if message is not None:
@@ -122,7 +133,10 @@ class JobContext:
         self._update(**values)
 
     def check_cancelled(self) -> None:
-        """Raise JobCancelled if the user cancelled this job."""
+        """Raise JobCancelled if the user cancelled this job (its row says so, or the cancel
+        flag in Redis that a cancel raises first)."""
+        if cancel_requested(self.job_run_id):
+            raise JobCancelled()
         with use_scope(TenantScope.tenant(self.tenant_id)), Session(db.engine) as session:
             state = session.execute(sa.select(JobRun.state)
                                     .where(JobRun.id == self.job_run_id)).scalar()
@@ -169,6 +183,8 @@ def run_job(job_run_id: int) -> dict[str, Any]:
         func = getattr(import_module(module_name), func_name)
         delays = _retry_delays(app)
         while True:
+            ctx.aside = False
+            clear_aside(job_run_id)  # an earlier attempt's report is not this one's
             try:
                 with use_scope(TenantScope.tenant(tenant_id), db.session), \
                         acting_as(user_id, f"job:{job_run_id}"):

@@ -43,7 +43,7 @@ from onemeter.imports.service import (
     start_rollback,
     start_upload,
 )
-from onemeter.jobs import CANCELLABLE, JobRun, QueueUnavailable
+from onemeter.jobs import CANCELLABLE, JobRun, QueueUnavailable, job_progress
 from onemeter.plugins import hookimpl
 from onemeter.security import (
     DISTRICT_VIEWER,
@@ -242,7 +242,8 @@ class ImportBatchView(TenantModelView):
             else []
         return self.render_template(
             self.show_template, title=f"台账导入：{batch.filename}", batch=batch,
-            running=running, offered=offered, actions=ACTIONS,
+            running=running, shown=job_progress(running) if running else None,
+            offered=offered, actions=ACTIONS,
             samples=masked_samples(batch.samples), sample_labels=_SAMPLE_LABELS, may_run=may_run,
             action_labels=ROW_ACTION_LABELS, state_label=BATCH_STATE_LABELS.get(batch.state),
             kind_label=BATCH_KIND_LABELS.get(batch.kind, batch.kind),

@@ -67,14 +67,12 @@ class _Reporter:
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        self.live = True
         self.counts = {"rows_read": 0, "rows_validated": 0, "rows_written": 0}
         self.validated = self.written = 0.0  # the phases' shares done, 0…1
 
     def send(self, permille: int, message: str) -> None:
-        if self.live:
-            self.ctx.check_cancelled()
-            self.ctx.progress(permille, 1000, counts=dict(self.counts), message=message)
+        self.ctx.check_cancelled()
+        self.ctx.progress(permille, 1000, counts=dict(self.counts), message=message)
 
     def read(self, rows: int) -> None:
         self.counts["rows_read"] = rows
@@ -177,7 +175,7 @@ def commit_import(ctx: JobContext, batch_id: int) -> dict[str, Any]:
     report.send(_READ, "正在写入…")
     lock_tenant_imports(db.session, batch)
     if db.session.get_bind().dialect.name == "sqlite":
-        report.live = False  # the write lock is held from here on
+        ctx.aside = True  # the write lock is held from here on: progress goes to Redis
     if batch.state == COMMITTED:
         return dict(batch.counts or {})
     if batch.state not in (PREVIEWED, COMMITTING):
@@ -206,7 +204,7 @@ def rollback_import(ctx: JobContext, batch_id: int) -> dict[str, Any]:
     report.send(0, "正在检查能否撤销…")
     lock_tenant_imports(db.session, batch)
     if db.session.get_bind().dialect.name == "sqlite":
-        report.live = False
+        ctx.aside = True
     if batch.state == ROLLED_BACK:
         return {}
     try:
