@@ -625,6 +625,7 @@ def test_the_commit_progress_bar_only_grows_while_blocks_are_checked_and_written
     class Recorder:  # the JobContext's two calls the reporter makes
         def __init__(self) -> None:
             self.bars: list[tuple[int, dict[str, int]]] = []
+            self.messages: list[str] = []
 
         def check_cancelled(self) -> None:
             pass
@@ -632,6 +633,7 @@ def test_the_commit_progress_bar_only_grows_while_blocks_are_checked_and_written
         def progress(self, done: int, total: int, counts: dict[str, int],
                      message: str) -> None:
             self.bars.append((done, counts))
+            self.messages.append(message)
 
     ctx = Recorder()
     report = _Reporter(ctx)  # type: ignore[arg-type]
@@ -647,6 +649,9 @@ def test_the_commit_progress_bar_only_grows_while_blocks_are_checked_and_written
     bars = [bar for bar, _ in ctx.bars]
     assert bars == sorted(bars) and bars[0] == 200 and bars[-1] == 1000, bars
     assert ctx.bars[-1][1] == {"rows_read": 100, "rows_validated": 100, "rows_written": 95}
+    assert ctx.messages[0] == "已读取 120 行数据"
+    report.read(12_345)
+    assert ctx.messages[-1] == "已读取 12,345 行数据"  # numbers in local form
 
 
 def test_on_sqlite_a_long_write_never_locks_the_readers_out(tmp_path: Path) -> None:

@@ -672,7 +672,7 @@ def _begin_plan(session: Session, tenant_id: int, raw_sheet: RawSheet,
     sheet = _prepare_sheet(session, tenant_id, raw_sheet, check_overrides(mapping_overrides))
     blocks = sheet.blocks(block_rows)
     estimate = blocks[-1][1] - blocks[0][0]
-    report(0, estimate, f"表头以下共 {estimate} 行，正在校验…")
+    report(0, estimate, f"表头以下共 {estimate:,} 行，正在校验…")
     return sheet, blocks, estimate
 
 
@@ -1226,7 +1226,7 @@ def _write_postgres(session: Session, batch: ImportBatch, staged: dict[str, Any]
             # row numbers back through the driver cost more than this rare second look).
             lost += connection.execute(missing, {**params, "action": CREATE}).scalars().all()
         done += int(in_chunk.sum())
-        report(done, total, f"已写入 {done} / {total} 行")
+        report(done, total, f"已写入 {done:,} / {total:,} 行")
         if pause and chunk < chunks - 1:
             time.sleep(pause)
     return lost
@@ -1263,7 +1263,7 @@ def _write_sqlite(session: Session, batch: ImportBatch, staged: dict[str, Any],
             if values:
                 connection.execute(statement, values)
         done += len(chunk)
-        report(done, total, f"已写入 {done} / {total} 行")
+        report(done, total, f"已写入 {done:,} / {total:,} 行")
         if pause and start + chunk_rows < total:
             time.sleep(pause)
     new = {(c, k): h for h, c, k in connection.execute(
@@ -1494,7 +1494,7 @@ def rollback_batch(session: Session, batch: ImportBatch, *,
     for part in _chunked(session, work["delete"]):
         deleted += connection.execute(table.delete().where(
             table.c.tenant_id == tenant_id, table.c.id.in_(part))).rowcount
-    report(deleted, total, f"已删除 {deleted} 户新增的住户")
+    report(deleted, total, f"已删除 {deleted:,} 户新增的住户")
     restored = 0
     if work["restore"]:
         names = [c for c in IMAGE_COLUMNS if c != "id"]

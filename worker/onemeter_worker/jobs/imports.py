@@ -76,7 +76,7 @@ class _Reporter:
 
     def read(self, rows: int) -> None:
         self.counts["rows_read"] = rows
-        self.send(_READ, f"已读取 {rows} 行数据")
+        self.send(_READ, f"已读取 {rows:,} 行数据")
 
     def _bar(self, message: str) -> None:
         self.send(_READ + int((_VALIDATE - _READ) * self.validated)
