@@ -898,7 +898,7 @@ class _Writer:
                 self.report(offset + done, offset + total, message)
             else:
                 self.report(offset + done, max(self.expected, offset + done),
-                            f"已写入 {offset + done} 行")
+                            f"已写入 {offset + done:,} 行")
 
         begin = staged or (lambda: None)
         if _dialect(session) == "postgresql":
