@@ -366,9 +366,13 @@ def test_progress_reported_aside_shows_while_the_job_runs_and_only_to_its_own_te
         report_aside(run_id, 60, None, None)  # keeps the last counts and message
     assert _shown(app, run_id) == (60, {"rows_written": 30}, "已写入 30 行")
 
-    polled = login("pingqiao_staff").get(f"/jobs/progress/{run_id}")
+    staff = login("pingqiao_staff")
+    polled = staff.get(f"/jobs/progress/{run_id}")
     assert polled.status_code == 200
     assert (polled.json["progress"], polled.json["counts"]) == (60, {"rows_written": 30})
+    for page in (f"/jobs/show/{run_id}", "/jobs/list/"):
+        html = staff.get(page).get_data(as_text=True)
+        assert "width:60%" in html and "rows_written：30" in html, page
     assert login("pingxi_staff").get(f"/jobs/progress/{run_id}").status_code == 404
 
     # Redis down: the page shows the row's values and still serves.

@@ -82,6 +82,16 @@ class JobRun(TenantScoped, Model):
         first = (self.error or "").strip().splitlines()[:1]
         return (first[0][:80] + ("…" if len(first[0]) > 80 else "")) if first else ""
 
+    @property
+    def shown_progress(self) -> int:
+        """The percent the pages show: the row's, or a running job's report in Redis."""
+        return job_progress(self).progress
+
+    @property
+    def shown_counts(self) -> dict[str, Any]:
+        """The counts the pages show: the row's, or a running job's report in Redis."""
+        return job_progress(self).counts
+
     def __repr__(self) -> str:
         return f"{self.kind}#{self.id}"
 

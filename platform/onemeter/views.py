@@ -225,6 +225,11 @@ def _progress_bar(progress: int | None) -> Markup:
     )
 
 
+def _counts_text(counts: dict[str, Any] | None) -> str:
+    return "，".join(f"{k}：{v:,}" if isinstance(v, int) else f"{k}：{v}"
+                    for k, v in (counts or {}).items())
+
+
 class JobRunListWidget(ListWidget):
     """The job list with a 取消 button on queued/running rows and 重新运行 on ended ones."""
 
@@ -251,19 +256,20 @@ class JobRunView(TenantModelView):
     base_permissions = ["can_list", "can_show", "can_export", "can_start"]
     list_title = show_title = "后台任务"
     base_order = ("created_at", "desc")
-    list_columns = ["id", "kind", "state_label", "progress", "counts", "created_at", "ended_at",
+    list_columns = ["id", "kind", "state_label", "shown_progress", "shown_counts", "created_at",
+                    "ended_at",
                     "error_summary"]
-    show_columns = ["id", "kind", "queue", "state_label", "progress", "counts", "params",
+    show_columns = ["id", "kind", "queue", "state_label", "shown_progress", "shown_counts", "params",
                     "message", "error", "attempts", "created_at", "started_at", "ended_at"]
     search_columns = ["kind", "state", "created_at"]
     label_columns = {"id": "编号", "kind": "类型", "state": "状态", "state_label": "状态",
-                     "progress": "进度", "counts": "计数", "created_at": "创建时间",
+                     "progress": "进度", "counts": "计数", "shown_progress": "进度",
+                     "shown_counts": "计数", "created_at": "创建时间",
                      "started_at": "开始时间", "ended_at": "结束时间", "error": "错误",
                      "queue": "队列", "params": "参数", "message": "消息", "attempts": "尝试次数",
                      "error_summary": "错误"}
-    formatters_columns = {"progress": _progress_bar, "created_at": local_datetime,
-                          "counts": lambda c: "，".join(f"{k}：{v:,}" if isinstance(v, int)
-                                                       else f"{k}：{v}" for k, v in (c or {}).items()),
+    formatters_columns = {"shown_progress": _progress_bar, "created_at": local_datetime,
+                          "shown_counts": _counts_text,
                           "started_at": local_datetime, "ended_at": local_datetime}
 
     @expose("/progress/<int:pk>")
