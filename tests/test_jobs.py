@@ -403,6 +403,12 @@ def test_cancelling_a_running_job_flags_it_in_redis_and_works_without_redis(
         assert cancel_requested(run_id)
     assert read_run(app, run_id)["state"] == CANCELLED
 
+    with app.app_context():
+        clear_aside(run_id)  # a retry forgets the progress report only
+        assert cancel_requested(run_id)
+        clear_aside(run_id, cancel=True)
+        assert not cancel_requested(run_id)
+
     other = _started_run(app, tenant)
     no_redis = make_app(ONEMETER_REDIS_URL="redis://127.0.0.1:1/0")
     with no_redis.app_context():
@@ -410,6 +416,21 @@ def test_cancelling_a_running_job_flags_it_in_redis_and_works_without_redis(
             assert cancel_job(db.session.get(JobRun, other))  # the row alone, as before
         assert not cancel_requested(other)
     assert read_run(app, other)["state"] == CANCELLED
+
+
+def test_a_stale_cancel_flag_of_a_reused_job_id_does_not_cancel_the_new_job(
+        app: Flask, stack: Stack, tmp_path: Path, tenant_ids: dict[str, int],
+        pingqiao_staff: int) -> None:
+    """Ids come back when the database is restored or recreated beside the same Redis: a
+    flag left by the earlier job of that id is dropped when the new one starts."""
+    from onemeter.jobs import _aside_key
+
+    run_id = enqueue_demo(app, tenant_ids["pingqiao"], pingqiao_staff, {"n": 2})
+    with app.app_context():
+        redis_connection(app).set(_aside_key(run_id, "cancel"), "1")
+        assert cancel_requested(run_id)
+    run_burst_worker(stack, tmp_path, "reports")
+    assert read_run(app, run_id)["state"] == FINISHED
 
 
 # --- re-run -----------------------------------------------------------------------------------

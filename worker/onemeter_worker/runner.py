@@ -175,6 +175,7 @@ def run_job(job_run_id: int) -> dict[str, Any]:
             db.engine.dispose(close=False)  # a forked work-horse must not share connections
         tenant_id, user_id, kind, params = _load(job_run_id)
         ctx = JobContext(job_run_id, tenant_id, user_id, params)
+        clear_aside(job_run_id, cancel=True)  # left by an earlier JobRun of the same id
         if not ctx._update(JobRun.state == QUEUED, state=STARTED, started_at=_now(),
                            error=None, message=None, attempts=JobRun.attempts + 1):
             log.info("JobRun %s is no longer queued: not running it", job_run_id)
@@ -183,8 +184,6 @@ def run_job(job_run_id: int) -> dict[str, Any]:
         func = getattr(import_module(module_name), func_name)
         delays = _retry_delays(app)
         while True:
-            ctx.aside = False
-            clear_aside(job_run_id)  # an earlier attempt's report is not this one's
             try:
                 with use_scope(TenantScope.tenant(tenant_id), db.session), \
                         acting_as(user_id, f"job:{job_run_id}"):
@@ -197,6 +196,9 @@ def run_job(job_run_id: int) -> dict[str, Any]:
                 return {}
             except TRANSIENT_ERRORS as exc:
                 db.session.rollback()
+                # The page shows the row again: the retry note below, then the next attempt.
+                ctx.aside = False
+                clear_aside(job_run_id)
                 if ctx.attempt > len(delays):
                     ctx._update(state=FAILED, ended_at=_now(), error=_error_text(exc))
                     raise

@@ -6,8 +6,9 @@ error or a cancel leaves nothing behind). Progress goes to the JobRun as it happ
 counts `rows_read`, `rows_validated`, `rows_written` and a message.
 
 SQLite allows one writer: once a commit or rollback holds the write lock, the progress row
-(written on another connection) cannot be updated, so on SQLite these jobs report progress
-up to the moment they start writing and then once at the end. PostgreSQL reports throughout.
+(written on another connection) cannot be updated, so on SQLite these jobs then report to
+Redis (`JobContext.aside`), where the pages read it; a cancel reaches them through a flag
+there. PostgreSQL writes the row throughout.
 
 A file the reader refuses (not a spreadsheet, a zip bomb, truncated …) marks the batch
 failed with the reader's Chinese message; a sheet whose header or columns cannot be
