@@ -6,7 +6,12 @@ import sqlalchemy as sa
 from alembic import context
 from flask import current_app
 
-from onemeter.database import db, sqlite_foreign_keys_deferred
+from onemeter.database import (
+    check_foreign_keys,
+    dangling_rows,
+    db,
+    sqlite_migration_engine,
+)
 
 config = context.config
 log = logging.getLogger("alembic.env")
@@ -30,19 +35,27 @@ def run_migrations_offline():
 def run_migrations_online():
     engine = sa.create_engine(current_app.config["ONEMETER_OWNER_DATABASE_URL"],
                               poolclass=sa.pool.NullPool)
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+        sqlite_migration_engine(engine)
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             # Migrations see and may change every tenant's rows (FORCE RLS covers the owner).
             connection.exec_driver_sql("SELECT set_config('app.all_tenants', 'on', false)")
             connection.commit()  # else Alembic joins this transaction and never commits
-        # SQLite: foreign keys off while batch mode rebuilds tables, checked at the end.
-        with sqlite_foreign_keys_deferred(connection):
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              compare_type=True,
-                              render_as_batch=connection.dialect.name == "sqlite",
-                              include_object=include_object)
-            with context.begin_transaction():
-                context.run_migrations()
+        # transactional_ddl: Alembic would otherwise commit after every SQLite migration, as
+        # it does for a database whose DDL cannot roll back; begun explicitly, SQLite's can.
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          compare_type=True, render_as_batch=sqlite,
+                          transactional_ddl=True if sqlite else None,
+                          include_object=include_object)
+        with context.begin_transaction():
+            # SQLite: one transaction with foreign keys off while batch mode rebuilds tables,
+            # checked before the commit (a violation rolls every step back).
+            before = dangling_rows(connection) if sqlite else set()
+            context.run_migrations()
+            if sqlite:
+                check_foreign_keys(connection, before)
     engine.dispose()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -122,7 +123,6 @@ def _family(connection: sa.Connection) -> None:
         "parent_id INTEGER NOT NULL REFERENCES parent (id) ON DELETE CASCADE)")
     connection.exec_driver_sql("INSERT INTO parent VALUES (1, '平桥')")
     connection.exec_driver_sql("INSERT INTO child VALUES (1, 1), (2, 1)")
-    connection.commit()
 
 
 def _rebuild_parent(connection: sa.Connection) -> None:
@@ -133,7 +133,6 @@ def _rebuild_parent(connection: sa.Connection) -> None:
         "INSERT INTO _alembic_tmp_parent (id, name) SELECT id, name FROM parent")
     connection.exec_driver_sql("DROP TABLE parent")
     connection.exec_driver_sql("ALTER TABLE _alembic_tmp_parent RENAME TO parent")
-    connection.commit()
 
 
 def _children(connection: sa.Connection) -> int:
@@ -141,9 +140,10 @@ def _children(connection: sa.Connection) -> int:
 
 
 def test_sqlite_rebuilds_a_parent_table_without_deleting_its_children(tmp_path: Path) -> None:
-    from onemeter.database import sqlite_foreign_keys_deferred
+    from onemeter.database import sqlite_migration_engine
 
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'family.db'}")
+    url = f"sqlite:///{tmp_path / 'family.db'}"
+    engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
             _family(connection)
@@ -151,41 +151,57 @@ def test_sqlite_rebuilds_a_parent_table_without_deleting_its_children(tmp_path: 
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             _rebuild_parent(connection)
             assert _children(connection) == 0
-        with engine.connect() as connection:
             connection.exec_driver_sql("INSERT INTO child VALUES (1, 1), (2, 1)")
             connection.commit()
-            with sqlite_foreign_keys_deferred(connection):
+    finally:
+        engine.dispose()
+    migrations = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    sqlite_migration_engine(migrations)
+    try:
+        with migrations.connect() as connection:
+            with connection.begin():
                 assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
                 _rebuild_parent(connection)
-            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert _children(connection) == 2
             assert connection.exec_driver_sql("SELECT name FROM parent").scalar() == "平桥"
     finally:
-        engine.dispose()
+        migrations.dispose()
 
 
-def test_sqlite_schema_change_that_leaves_a_dangling_row_is_reported(tmp_path: Path) -> None:
-    from onemeter.database import ForeignKeyViolation, sqlite_foreign_keys_deferred
+def test_sqlite_schema_change_that_leaves_a_dangling_row_is_rolled_back(tmp_path: Path) -> None:
+    from onemeter.database import (
+        ForeignKeyViolation,
+        check_foreign_keys,
+        dangling_rows,
+        sqlite_migration_engine,
+    )
 
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'family.db'}")
+    url = f"sqlite:///{tmp_path / 'family.db'}"
+    migrations = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    sqlite_migration_engine(migrations)
     try:
-        with engine.connect() as connection:
-            _family(connection)
-            connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
-            connection.exec_driver_sql("INSERT INTO child VALUES (3, 7)")  # dangled before
-            connection.commit()
-            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
-            with sqlite_foreign_keys_deferred(connection):  # an old dangling row: no error
+        with migrations.connect() as connection:
+            with connection.begin():
+                _family(connection)
+                connection.exec_driver_sql("INSERT INTO child VALUES (3, 7)")  # dangles
+            with connection.begin():  # an old dangling row does not stop a migration
+                before = dangling_rows(connection)
                 _rebuild_parent(connection)
+                check_foreign_keys(connection, before)
             with pytest.raises(ForeignKeyViolation, match=r"1 行.*child rowid 4 → parent"):
-                with sqlite_foreign_keys_deferred(connection):
+                with connection.begin():
+                    before = dangling_rows(connection)
+                    connection.exec_driver_sql("CREATE TABLE extra (id INTEGER PRIMARY KEY)")
                     connection.exec_driver_sql("INSERT INTO child VALUES (4, 9)")
-                    connection.commit()
-            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            with pytest.raises(sa.exc.IntegrityError, match="FOREIGN KEY"):
-                connection.exec_driver_sql("INSERT INTO child VALUES (5, 9)")
+                    check_foreign_keys(connection, before)
+            # Rolled back whole, the schema change too: SQLite's DDL is transactional once
+            # the transaction is begun explicitly, which pysqlite alone does not do.
+            assert connection.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'extra'").scalar() == 0
+            assert connection.exec_driver_sql(
+                "SELECT id FROM child ORDER BY id").scalars().all() == [1, 2, 3]
     finally:
-        engine.dispose()
+        migrations.dispose()
 
 
 def test_an_embedded_database_written_without_foreign_keys_still_migrates(
@@ -219,3 +235,56 @@ def test_an_embedded_database_written_without_foreign_keys_still_migrates(
                 "SELECT version_num FROM alembic_version").scalar() == "0010_import_row_leaf"
     finally:
         engine.dispose()
+
+
+_BAD_MIGRATION = '''"""A plugin's migration that leaves a row pointing at no sub-district.
+
+Revision ID: zz0001
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "zz0001"
+down_revision = None
+branch_labels = ("dangling",)
+depends_on = "0001_core"
+
+
+def upgrade():
+    op.create_table(
+        "zz_note",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("tenant_id", sa.Integer(), sa.ForeignKey("om_tenant.id"), nullable=False))
+    op.execute("INSERT INTO zz_note (id, tenant_id) VALUES (1, 424242)")
+
+
+def downgrade():
+    op.drop_table("zz_note")
+'''
+
+
+def test_on_sqlite_a_migration_that_leaves_a_dangling_row_is_refused_and_writes_nothing(
+        stack: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Migrations on SQLite run in one transaction begun after foreign keys are turned off
+    (`sqlite_migration_engine`) and checked before the commit: a plugin migration that leaves
+    a row pointing nowhere fails the upgrade with the rows named, and nothing of the upgrade
+    stays — not its tables, not the core's, not the version stamp."""
+    from types import SimpleNamespace
+
+    from onemeter.app import create_app
+    from onemeter.plugins import PluginInfo, hookimpl
+    versions = tmp_path / "dangling_versions"
+    versions.mkdir()
+    (versions / "zz0001_dangling.py").write_text(_BAD_MIGRATION, encoding="utf-8")
+    plugin = SimpleNamespace(
+        onemeter_plugin_info=hookimpl(lambda: PluginInfo("悬空", "0.1")),
+        onemeter_migrations_location=hookimpl(lambda: str(versions)))
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    app = create_app(stack.config(SQLALCHEMY_DATABASE_URI=url, ONEMETER_OWNER_DATABASE_URL=url,
+                                  ONEMETER_APP_DB_ROLE=""), extra_plugins={"dangling": plugin})
+    result = app.test_cli_runner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 1, f"{result.output}{result.exception!r}"
+    # Flask-Migrate logs the error and exits 1: the clerk running `make run` reads this line.
+    assert "迁移后有 1 行的外键指向不存在的行（zz_note rowid 1 → om_tenant），迁移已撤回" \
+        in caplog.text
+    assert tables(url) == set()  # rolled back whole: no table, no alembic_version

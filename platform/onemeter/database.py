@@ -4,8 +4,6 @@ Models subclass `Model` (FAB's declarative base) so FAB's own tables live in the
 """
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask_appbuilder import Model
@@ -45,7 +43,7 @@ def _sqlite_write_ahead_log(dbapi_connection: Any, connection_record: Any) -> No
         cursor.close()
 
 
-def _dangling(connection: Connection) -> set[tuple[str, int, str]]:
+def dangling_rows(connection: Connection) -> set[tuple[str, int, str]]:
     """(table, rowid, parent table) of every SQLite row whose foreign key finds no row."""
     return {(table, rowid, parent) for table, rowid, parent, _ in
             connection.exec_driver_sql("PRAGMA foreign_key_check").all()}
@@ -55,39 +53,43 @@ class ForeignKeyViolation(RuntimeError):
     """A migration on SQLite left rows whose foreign key points at no row."""
 
 
-@contextmanager
-def sqlite_foreign_keys_deferred(connection: Connection) -> Iterator[None]:
-    """Run schema changes on SQLite the way SQLite prescribes for rebuilding a table (its
-    "generalized ALTER TABLE procedure"): foreign keys off, the changes, then one
-    `PRAGMA foreign_key_check` over every table, and foreign keys on again.
+def sqlite_migration_engine(engine: Engine) -> None:
+    """Make the migrations' own SQLite engine run each transaction the way SQLite prescribes
+    for rebuilding a table (its "generalized ALTER TABLE procedure"): foreign keys off, then
+    BEGIN, so the schema and data changes commit or roll back together.
 
     Alembic's batch mode rebuilds a table to alter it (copy into a new table, DROP the old,
     rename); with foreign keys on, that DROP deletes every child row of an ON DELETE CASCADE
-    key or fails on the others. Used by migrations/env.py around the whole run. Raises
-    ForeignKeyViolation naming the first dangling rows the changes left behind; rows that
-    dangled before (a database written while SQLite enforced no keys) do not stop it. Does
-    nothing on other databases. SQLite ignores the pragma inside a transaction, so the
-    connection must have written nothing uncommitted on entry; the pragmas are committed at
-    once, leaving the body to begin its own transaction."""
-    if connection.dialect.name != "sqlite":
-        yield
-        return
-    connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
-    connection.commit()
-    try:
-        before = _dangling(connection)
-        connection.commit()
-        yield
-        dangling = [row for row in _dangling(connection) if row not in before]
-        if dangling:
-            shown = "; ".join(f"{table} rowid {rowid} → {parent}"
-                              for table, rowid, parent in dangling[:5])
-            raise ForeignKeyViolation(
-                f"迁移后有 {len(dangling)} 行的外键指向不存在的行（{shown}）")
-    finally:
-        connection.rollback()
-        connection.exec_driver_sql("PRAGMA foreign_keys = ON")
-        connection.commit()
+    key or fails on the others. SQLite ignores `PRAGMA foreign_keys` inside a transaction,
+    and pysqlite on its own sends no BEGIN before DDL (each statement would commit alone), so
+    the driver is put in autocommit mode and the transaction begun here, after the pragma.
+    Call `check_foreign_keys` before the commit. Used by migrations/env.py; the engine must
+    not be shared (NullPool: its connections never serve the app)."""
+
+    @event.listens_for(engine, "connect")
+    def _driver_autocommit(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_without_foreign_keys(connection: Connection) -> None:
+        connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        if connection.exec_driver_sql("PRAGMA foreign_keys").scalar() != 0:
+            raise RuntimeError("SQLite kept its foreign keys on: a transaction was open")
+        connection.exec_driver_sql("BEGIN")
 
 
-__all__ = ["ForeignKeyViolation", "Model", "db", "sqlite_foreign_keys_deferred"]
+def check_foreign_keys(connection: Connection, before: set[tuple[str, int, str]]) -> None:
+    """Raise ForeignKeyViolation (the transaction is then rolled back by the caller) when
+    rows dangle now that did not in `before` (`dangling_rows` at the transaction's start):
+    rows that dangled already (a database written while SQLite enforced no keys) do not stop
+    a migration."""
+    dangling = sorted(dangling_rows(connection) - before)
+    if dangling:
+        shown = "; ".join(f"{table} rowid {rowid} → {parent}"
+                          for table, rowid, parent in dangling[:5])
+        raise ForeignKeyViolation(
+            f"迁移后有 {len(dangling)} 行的外键指向不存在的行（{shown}），迁移已撤回")
+
+
+__all__ = ["ForeignKeyViolation", "Model", "check_foreign_keys", "dangling_rows", "db",
+           "sqlite_migration_engine"]
