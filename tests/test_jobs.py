@@ -433,6 +433,59 @@ def test_a_stale_cancel_flag_of_a_reused_job_id_does_not_cancel_the_new_job(
     assert read_run(app, run_id)["state"] == FINISHED
 
 
+def cancelled_after_its_last_check(ctx: Any, marker: str) -> dict[str, int]:
+    """A job (kind "test.late_cancel") whose user cancels after its last check_cancelled:
+    the cancel's UPDATE lands from another connection, then the job writes and returns."""
+    import sqlalchemy as sa
+
+    from onemeter.registry.models import Community
+
+    with use_scope(TenantScope.tenant(ctx.tenant_id)), Session(db.engine) as web:
+        web.execute(sa.update(JobRun).where(JobRun.id == ctx.job_run_id, JobRun.state == STARTED)
+                    .values(state=CANCELLED, message="正在取消…"))
+        web.commit()
+    db.session.add(Community(tenant_id=ctx.tenant_id, name=marker))
+    db.session.flush()
+    return {"written": 1}
+
+
+def test_a_cancel_that_lands_after_the_jobs_last_check_still_leaves_nothing_written(
+        stack: Stack, tenant_ids: dict[str, int], pingqiao_staff: int) -> None:
+    """The job records its end in its own transaction, only while still running: a cancel
+    that got in after its last check rolls its work back, so the page's "nothing written"
+    holds (before, the job committed its rows and then overwrote the cancel with 已完成)."""
+    import uuid
+    from types import SimpleNamespace
+
+    import sqlalchemy as sa
+
+    from onemeter.app import create_app
+    from onemeter.plugins import PluginInfo, hookimpl
+    from onemeter.registry.models import Community
+    from onemeter_worker.runner import run_job
+
+    plugin = SimpleNamespace(
+        onemeter_plugin_info=hookimpl(lambda: PluginInfo("迟到的取消", "0.1")),
+        onemeter_job_kinds=hookimpl(lambda: {
+            "test.late_cancel": "tests.test_jobs:cancelled_after_its_last_check"}))
+    app = create_app(stack.config(), extra_plugins={"late": plugin})
+    tenant, marker = tenant_ids["pingqiao"], f"迟到取消{uuid.uuid4().hex[:8]}"
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        run = JobRun(tenant_id=tenant, user_id=pingqiao_staff, kind="test.late_cancel",
+                     queue="reports", params={"marker": marker}, state=QUEUED)
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+        db.session.remove()
+    with app.app_context():
+        assert run_job(run_id) == {}
+    run = read_run(app, run_id)
+    assert run["state"] == CANCELLED and "未写入任何数据" in run["message"], run
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        assert db.session.execute(sa.select(sa.func.count()).select_from(Community)
+                                  .where(Community.name == marker)).scalar() == 0
+
+
 # --- re-run -----------------------------------------------------------------------------------
 
 def test_rerunning_a_cancelled_job_starts_a_new_job_with_the_same_kind_queue_and_params(

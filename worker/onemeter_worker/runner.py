@@ -8,7 +8,9 @@ A JobRun moves queued → started exactly once, so a job cancelled while queued,
 crash has already marked failed, is never run by a late or duplicate RQ delivery. Transient
 errors (database or Redis connection, lock timeouts, `TransientJobError`) are retried here,
 after ONEMETER_JOB_RETRY_DELAYS, with the transaction rolled back each time; RQ itself never
-retries, so a retry cannot outlive a JobRun that says it failed.
+retries, so a retry cannot outlive a JobRun that says it failed. The end (finished) is
+written in the job's own transaction, conditional on the run still being started: a cancel
+that lands after the job's last check rolls the work back.
 """
 
 from __future__ import annotations
@@ -188,6 +190,17 @@ def run_job(job_run_id: int) -> dict[str, Any]:
                 with use_scope(TenantScope.tenant(tenant_id), db.session), \
                         acting_as(user_id, f"job:{job_run_id}"):
                     result = func(ctx, **params) or {}
+                    # Finished in the job's own transaction, and only if still running: a
+                    # cancel that got in after the job's last check rolls the work back (the
+                    # page said nothing would be written), one arriving later waits for this
+                    # commit and finds the job finished.
+                    finished = db.session.execute(
+                        sa.update(JobRun).where(JobRun.id == job_run_id, JobRun.state == STARTED)
+                        .values(state=FINISHED, ended_at=_now(), progress=100, counts=result,
+                                message=None)
+                        .execution_options(synchronize_session=False))
+                    if not finished.rowcount:
+                        raise JobCancelled()
                     db.session.commit()
                 break
             except JobCancelled:
@@ -218,7 +231,6 @@ def run_job(job_run_id: int) -> dict[str, Any]:
                 raise
             finally:
                 db.session.remove()
-        ctx._update(state=FINISHED, ended_at=_now(), progress=100, counts=result, message=None)
         return result
 
 
