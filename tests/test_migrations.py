@@ -232,7 +232,7 @@ def test_an_embedded_database_written_without_foreign_keys_still_migrates(
             assert connection.exec_driver_sql(
                 "SELECT batch_id, row_number FROM om_import_row").all() == [(4242, 7)]
             assert connection.exec_driver_sql(
-                "SELECT version_num FROM alembic_version").scalar() == "0010_import_row_leaf"
+                "SELECT version_num FROM alembic_version").scalar() == "0011_household_tenant_key"
     finally:
         engine.dispose()
 

@@ -234,3 +234,45 @@ def test_every_tenant_owned_model_is_tenant_scoped_or_a_user(app):
         if tenant_owned(model) and model.__tablename__ != "ab_user":
             assert issubclass(model, TenantScoped), model
     assert tenant_owned(OMUser)
+
+
+def test_a_table_without_its_own_tenant_key_has_a_parent_key_that_checks_the_tenant(app):
+    """`__tenant_foreign_key__ = False` drops the key to om_tenant only where a composite
+    key of NOT NULL columns to a tenant-scoped parent proves the tenant exists."""
+    from onemeter.tenancy import TenantScoped
+
+    checked_by_parent = [m.class_ for m in db.Model.registry.mappers
+                         if issubclass(m.class_, TenantScoped)
+                         and not any(fk.target_fullname == "om_tenant.id"
+                                     for fk in m.class_.__table__.c.tenant_id.foreign_keys)]
+    assert "om_household" in {model.__tablename__ for model in checked_by_parent}
+    for model in checked_by_parent:
+        table = model.__table__
+        covering = [fk for fk in table.foreign_key_constraints
+                    if fk.column_keys[0] == "tenant_id" and len(fk.column_keys) > 1
+                    and all(not table.c[name].nullable for name in fk.column_keys)
+                    and "tenant_id" in fk.referred_table.c]
+        assert covering, f"{table.name}: tenant_id checked by no key"
+
+
+def test_a_household_naming_a_sub_district_that_does_not_exist_is_refused(
+        app, stack, tenant_ids):
+    """om_household has no key of its own to om_tenant (0011): its (tenant_id, community_id)
+    key to om_community refuses a tenant that has no such community, on both databases."""
+    from onemeter.registry.models import Community
+
+    tenant = tenant_ids["pingqiao"]
+    with app.app_context():
+        with use_scope(TenantScope.tenant(tenant), db.session):
+            community = make_row(db.session, Community, tenant, "T-0011-")
+            db.session.commit()
+            community_id = community.id
+    insert = ("INSERT INTO om_household (tenant_id, community_id, room, natural_key, opted_out) "
+              "VALUES (:t, :c, '101', :k, false)")
+    missing = max(tenant_ids.values()) + 1000
+    with pytest.raises(sa.exc.IntegrityError, match="(?i)foreign key"):
+        _raw(stack, {"app.write_tenant_id": str(missing)}, insert,
+             {"t": missing, "c": community_id, "k": "1-1-101"})
+    # The same row under the community's own sub-district is written (the control).
+    assert _raw(stack, {"app.write_tenant_id": str(tenant)}, insert,
+                {"t": tenant, "c": community_id, "k": "1-1-101"}) == 1

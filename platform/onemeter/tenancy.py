@@ -70,6 +70,12 @@ class TenantScoped:
     #: key to om_tenant — the parent's composite key checks the tenant. Each was a per-row
     #: index insert or trigger call of every import.
     __tenant_referenced__: bool = True
+    #: False for a table whose every row names a tenant-scoped parent through a composite
+    #: key of NOT NULL columns (`tenant_reference`): that key already proves the tenant
+    #: exists (the parent's own key to om_tenant), so a separate foreign key to om_tenant
+    #: only adds a second trigger call per row — 0.7 s of a 100,000-row household import on
+    #: PostgreSQL. The `(tenant_id, id)` unique index stays for the table's children.
+    __tenant_foreign_key__: bool = True
     #: True for rows that may belong to no tenant (tenant_id NULL): district-wide rows that
     #: only scopes reading every tenant see and write (a supervision notice to 供水公司 next
     #: to those addressed to a sub-district). See `tenant_optional`.
@@ -78,8 +84,9 @@ class TenantScoped:
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy declared_attr
         referenced = bool(getattr(cls, "__tenant_referenced__", True))
+        checked = referenced and bool(getattr(cls, "__tenant_foreign_key__", True))
         return mapped_column(
-            sa.Integer, *([sa.ForeignKey("om_tenant.id")] if referenced else []),
+            sa.Integer, *([sa.ForeignKey("om_tenant.id")] if checked else []),
             nullable=bool(getattr(cls, "__tenant_optional__", False)),
             index=bool(getattr(cls, "__tenant_id_index__", True)),
         )

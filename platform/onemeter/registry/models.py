@@ -225,6 +225,7 @@ class Household(TenantScoped, Model):
     """住户: one dwelling of a community, recorded once (natural key building-unit-room)."""
 
     __tenant_id_index__ = False  # (tenant_id, id) serves it; see TenantScoped
+    __tenant_foreign_key__ = False  # the (tenant_id, community_id) key checks the tenant
 
     __tablename__ = "om_household"
     __tenant_table_args__ = (
