@@ -147,4 +147,7 @@ def create_app(config: dict[str, Any] | None = None, *,
 
     app.jinja_env.globals.setdefault("csrf_token", generate_csrf)
     _scope_request(app)
+    from onemeter.errors import register_error_pages
+
+    register_error_pages(app)
     return app

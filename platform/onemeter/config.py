@@ -48,6 +48,11 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "ONEMETER_JOB_RETRY_DELAYS": tuple(
             float(d) for d in env.get("ONEMETER_JOB_RETRY_DELAYS", "5,30").split(",")
             if d.strip()),
+        # Milliseconds a web request waits for a row or the database another transaction
+        # holds (an import or a rollback writing, a long edit) before it gives up with
+        # 数据库正忙 (HTTP 503) instead of hanging; jobs and commands keep the database's own
+        # waits. PostgreSQL: lock_timeout per transaction; SQLite: busy_timeout.
+        "ONEMETER_WEB_LOCK_TIMEOUT_MS": int(env.get("ONEMETER_WEB_LOCK_TIMEOUT_MS", "20000")),
         "ONEMETER_VAR_DIR": str(var_dir),
         "ONEMETER_UPLOAD_DIR": env.get("ONEMETER_UPLOAD_DIR") or str(var_dir / "uploads"),
         "ONEMETER_TENANTS_DIR": env.get("ONEMETER_TENANTS_DIR") or str(PROJECT_ROOT / "tenants"),

@@ -30,6 +30,7 @@ from wtforms import PasswordField
 from wtforms.validators import EqualTo, Optional, ValidationError
 
 from onemeter.database import Model
+from onemeter.errors import SaveErrorMessages
 from onemeter.tenancy import Tenant, TenantScope, current_scope
 
 # --- roles -----------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def _tenant_roles_field() -> Any:
                                     widget=Select2ManyWidget())
 
 
-class TenantStaffView(ModelView):
+class TenantStaffView(SaveErrorMessages, ModelView):
     """A sub-district admin's page for their own staff: create, deactivate, reset, assign roles.
 
     Every query is limited to the admin's tenant and the roles offered are the tenant roles;

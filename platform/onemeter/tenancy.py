@@ -315,6 +315,29 @@ def _apply_rls_settings(connection: sa.Connection, scope: TenantScope) -> None:
 
 def _after_begin(session: Session, transaction: Any, connection: sa.Connection) -> None:
     _apply_rls_settings(connection, current_scope())
+    _apply_lock_wait(connection)
+
+
+def _apply_lock_wait(connection: sa.Connection) -> None:
+    """How long this transaction waits for a lock: ONEMETER_WEB_LOCK_TIMEOUT_MS in a web
+    request (then a page says 数据库正忙 instead of hanging behind an import; 0 keeps the
+    database's own wait), the database's own wait elsewhere (jobs, commands). SQLite's wait
+    is a setting of the pooled connection, so it is set for every transaction."""
+    from flask import current_app, has_request_context
+
+    dialect = connection.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        return
+    wait = int(current_app.config.get("ONEMETER_WEB_LOCK_TIMEOUT_MS") or 0) \
+        if has_request_context() else 0
+    if dialect == "postgresql":
+        if wait:
+            connection.exec_driver_sql("SELECT set_config('lock_timeout', %(ms)s, true)",
+                                       {"ms": f"{wait}ms"})
+        return
+    from onemeter.database import SQLITE_BUSY_TIMEOUT_MS
+
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {wait or SQLITE_BUSY_TIMEOUT_MS}")
 
 
 #: The predicates of every tenant table's policies. The settings are read in sub-selects so

@@ -18,6 +18,7 @@ from flask_appbuilder.widgets import ListWidget
 from markupsafe import Markup, escape
 
 from onemeter.audit import ChangeLog
+from onemeter.errors import SaveErrorMessages
 from onemeter.exports import write_report
 from onemeter.formatting import local_datetime, yes_no
 from onemeter.jobs import (
@@ -65,7 +66,7 @@ def _masking_formatter(kind: str) -> Any:
     return format_value
 
 
-class TenantModelView(ModelView):
+class TenantModelView(SaveErrorMessages, ModelView):
     """A page over a tenant-owned model: tenant staff edit, cross-tenant roles read.
 
     PII columns (`info={"pii": ...}`) are masked for users without `view_pii`, in the list,
@@ -199,7 +200,7 @@ class OneMeterIndexView(IndexView):
                                     summary=summary)
 
 
-class TenantView(ModelView):
+class TenantView(SaveErrorMessages, ModelView):
     """Sub-districts as synced from tenants/*.toml (the files are the source of truth)."""
 
     datamodel = SQLAInterface(Tenant)

@@ -31,6 +31,7 @@ from onemeter.district.supervision import (
     NoticeReplyView,
     SupervisionNoticeView,
 )
+from onemeter.errors import SaveErrorMessages
 from onemeter.formatting import count, local_date, local_datetime, money, percent
 from onemeter.plugins import RollupMetric, hookimpl, plugin_infos
 from onemeter.registry.categories import CATEGORIES, PHASE_YEARS, category_label
@@ -429,7 +430,7 @@ class BulletinSnapshotView(BaseView):
         return xlsx_download(snapshot.workbook, f"bulletin-{snapshot.month}-published.xlsx")
 
 
-class DistrictRecordView(ModelView):
+class DistrictRecordView(SaveErrorMessages, ModelView):
     """工作记录: the office's meeting minutes and supervision records (六: a monthly work
     meeting, coordination meetings as needed, inspections). Added and corrected by the
     district office, read by the platform admin; kept (no delete)."""

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from wtforms import BooleanField, SelectField, TextAreaField
 from wtforms.validators import ValidationError
 
+from onemeter.errors import SaveErrorMessages
 from onemeter.formatting import local_date, local_datetime, yes_no
 from onemeter.plugins import hookimpl
 from onemeter.registry.categories import CATEGORY_LABELS, PHASE_YEARS
@@ -89,7 +90,7 @@ def _status_field() -> SelectField:
                        widget=Select2Widget(), default="active")
 
 
-class DeveloperView(ModelView):
+class DeveloperView(SaveErrorMessages, ModelView):
     """开发建设单位: one list for the whole district; sub-district staff add and correct.
 
     A developer builds in several sub-districts, so staff of any of them may record it once

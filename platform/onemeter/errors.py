@@ -1,0 +1,172 @@
+"""Error pages in Chinese, inside the app's layout, and 数据库正忙 for a request that waited
+too long behind another writer.
+
+Flask's own pages are English ("Not Found", "Request Entity Too Large", "Internal Server
+Error"); a sub-district clerk who uploads a file over the size limit, follows a stale link or
+saves while an import writes the same rows reads here what happened and what to do. A request
+under /api/ gets the same text as JSON. The pages load nothing from outside the app.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from onemeter.database import db
+
+#: Title and text per status code when the error brings no text of its own.
+MESSAGES: dict[int, tuple[str, str]] = {
+    400: ("请求有误", "提交的内容无法处理，请返回检查后重试。"),
+    401: ("请先登录", "请登录后再访问此页面。"),
+    403: ("无权访问", "您的账号无权查看或修改此内容。如需权限，请联系本单位管理员。"),
+    404: ("页面不存在", "要访问的页面或记录不存在，或不属于您所在的办事处。"),
+    405: ("操作方式不正确", "此页面不支持这种操作方式，请从页面上的按钮或链接进入。"),
+    413: ("文件太大", "上传的文件超过了 {limit} 的上限。请拆分台账或删去多余的工作表后再上传。"),
+    429: ("操作过于频繁", "请求过于频繁，请稍后再试。"),
+    500: ("系统出错", "处理请求时出错，本次操作没有完成。请稍后重试；如仍出错，请联系管理员"
+                      "并告知请求编号。"),
+    503: ("数据库正忙", "另一项操作（如台账导入或回滚）正在写入这些数据，本次修改没有保存。"
+                      "请稍等片刻后重试。"),
+}
+
+#: SQLSTATEs of PostgreSQL's lock waits that gave up: lock_not_available (lock_timeout),
+#: deadlock_detected, serialization_failure.
+_BUSY_SQLSTATES = {"55P03", "40P01", "40001"}
+
+#: Seconds the busy answer tells a client to wait (Retry-After).
+RETRY_AFTER = 30
+
+
+def database_busy(exc: BaseException | None) -> bool:
+    """Whether `exc` is a database lock wait that gave up (SQLite "database is locked",
+    PostgreSQL lock timeout, deadlock or serialization failure): the request's transaction
+    was rolled back and the same request may succeed later."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    original = exc.orig
+    if getattr(original, "sqlstate", None) in _BUSY_SQLSTATES:
+        return True
+    text = str(original).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+#: The flash of a save that failed in the database (FAB's add/edit/delete catch the error
+#: and flash their view's `database_error_message`, "Database Error", then redirect).
+SAVE_FAILED = "保存失败：数据库出错，本次修改没有保存。请稍后重试；如仍出错，请联系管理员。"
+
+
+def save_failed_text(exc: BaseException | None) -> str:
+    """What a clerk reads when a save failed in the database: 数据库正忙 when it waited too
+    long behind another writer, otherwise that the database refused it (never the SQL)."""
+    if database_busy(exc) or database_busy(getattr(exc, "__cause__", None)):
+        return f"{MESSAGES[503][0]}：{MESSAGES[503][1]}"
+    return SAVE_FAILED
+
+
+class SaveRefused(ValueError):
+    """A database error in a view's pre_add/pre_update/pre_delete, said in Chinese (FAB
+    flashes the text of what those hooks raise)."""
+
+
+def _explained(hook: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(hook)
+    def run(self: Any, item: Any) -> Any:
+        try:
+            return hook(self, item)
+        except SQLAlchemyError as exc:
+            current_app.logger.warning("save refused in %s: %s", hook.__qualname__, exc)
+            db.session.rollback()
+            raise SaveRefused(save_failed_text(exc)) from exc
+    return run
+
+
+class SaveErrorMessages:
+    """Mixin for ModelViews: a failed add, edit or delete says in Chinese what happened —
+    数据库正忙 when the save waited too long behind another writer (an import writing the
+    same rows), otherwise that the database refused it.
+
+    FAB catches both kinds of failure and flashes a text: for the write itself its view's
+    `database_error_message` ("Database Error"), evaluated inside its `except` block, so the
+    exception being handled is at hand here; for the pre_* hooks the text of what they
+    raised — the SQL of an autoflush that hit a lock — so every pre_* hook a subclass
+    defines is wrapped to raise SaveRefused instead."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("pre_add", "pre_update", "pre_delete"):
+            hook = cls.__dict__.get(name)
+            if hook is not None and not getattr(hook, "__wrapped__", None):
+                setattr(cls, name, _explained(hook))
+
+    @property
+    def database_error_message(self) -> str:
+        return save_failed_text(sys.exc_info()[1])
+
+
+def _size(limit: int | None) -> str:
+    if not limit:
+        return "允许"
+    return f"{limit / (1024 * 1024):g} MB" if limit >= 1024 * 1024 else f"{limit / 1024:g} KB"
+
+
+def _answer(code: int, text: str | None = None, headers: dict[str, str] | None = None
+            ) -> Response | tuple[Any, int, dict[str, str]]:
+    title, default = MESSAGES.get(code, MESSAGES[500 if code >= 500 else 400])
+    text = text or default.format(limit=_size(current_app.config.get("MAX_CONTENT_LENGTH")))
+    request_id = getattr(g, "request_id", "")
+    headers = dict(headers or {})
+    if request.path.startswith("/api/") or (
+            request.accept_mimetypes.best == "application/json"):
+        return jsonify(message=f"{title}：{text}", request_id=request_id), code, headers
+    try:
+        db.session.rollback()  # a failed transaction must not break the layout's queries
+        if not hasattr(g, "user"):  # an error before FAB's before_request set it
+            g.user = current_user
+        appbuilder = current_app.appbuilder  # type: ignore[attr-defined]
+        body = render_template("onemeter/error.html", base_template=appbuilder.base_template,
+                               appbuilder=appbuilder, code=code, title=title, text=text,
+                               request_id=request_id)
+    except Exception:  # the layout itself failed (the database is down): a bare page
+        current_app.logger.exception("error page layout failed")
+        body = render_template("onemeter/error_bare.html", code=code, title=title, text=text,
+                               request_id=request_id)
+    return body, code, headers
+
+
+def register_error_pages(app: Flask) -> None:
+    """Answer every HTTP error and unhandled exception of `app` in Chinese (see module doc).
+    Called once by create_app."""
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> Any:
+        # An upload over MAX_CONTENT_LENGTH reaches the CSRF check with an empty form (the
+        # body is not parsed): it is the size that is wrong, not the form.
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        if limit and (request.content_length or 0) > limit:
+            return _answer(413)
+        return _answer(400, "表单已过期或无效，本次提交没有保存。请返回、刷新页面后重新提交。")
+
+    @app.errorhandler(InternalServerError)
+    def internal_error(exc: InternalServerError) -> Any:
+        # Flask has logged the original exception before calling this.
+        if database_busy(getattr(exc, "original_exception", None)):
+            return _answer(503, headers={"Retry-After": str(RETRY_AFTER)})
+        return _answer(500)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        if exc.code is None or exc.code < 400:
+            return exc  # routing redirects pass through
+        own = exc.description if exc.description != type(exc).description else None
+        if exc.code == 429:  # Flask-Limiter's text is the limit, in English
+            own = None
+        headers = {k: v for k, v in exc.get_headers() if k.lower() in ("retry-after", "allow")}
+        return _answer(exc.code, own, headers)

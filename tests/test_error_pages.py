@@ -1,0 +1,189 @@
+"""Error pages in Chinese, and 数据库正忙 for a save that waited behind another writer.
+
+The apps here answer errors as in production (PROPAGATE_EXCEPTIONS off: the test app of the
+rest of the suite re-raises them instead)."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from onemeter.database import db
+from onemeter.registry.models import Community, Household
+from onemeter.tenancy import TenantScope, use_scope
+from tests.support.factory import make_row
+from tests.support.stack import PASSWORD
+from tests.support.web import external_urls
+from tests.test_uploads import make_png
+
+ENGLISH = ("Not Found", "Internal Server Error", "Request Entity Too Large", "Bad Request",
+           "Method Not Allowed", "CSRF")
+
+
+@pytest.fixture(scope="module")
+def answering(app: Flask, make_app: Callable[..., Flask]) -> Flask:
+    """An app that answers errors itself, with a 4 KB upload limit, CSRF checked, a page that
+    fails and a short lock wait for web requests (on the database `app` migrated)."""
+    application = make_app(PROPAGATE_EXCEPTIONS=False, MAX_CONTENT_LENGTH=4096,
+                           WTF_CSRF_ENABLED=True, ONEMETER_WEB_LOCK_TIMEOUT_MS=300)
+
+    def fails() -> str:
+        raise RuntimeError("a bug")
+
+    application.add_url_rule("/test-fails", "test_fails", fails)
+    return application
+
+
+def _page(response: Any) -> str:
+    text = response.get_data(as_text=True)
+    assert not any(word in text for word in ENGLISH), text[:500]
+    assert external_urls(text) == []
+    return text
+
+
+def _token(html: str) -> str:
+    return html.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+
+
+def _signed_in(app: Flask, username: str) -> Any:
+    """A client signed in through the login form with its CSRF token (CSRF is checked)."""
+    client = app.test_client()
+    token = _token(client.get("/login/").get_data(as_text=True))
+    response = client.post("/login/", data={"username": username, "password": PASSWORD,
+                                            "csrf_token": token})
+    assert response.status_code == 302 and "/login" not in response.headers["Location"]
+    return client
+
+
+def test_http_errors_are_answered_in_chinese_in_the_apps_layout(answering: Flask) -> None:
+    staff = _signed_in(answering, "pingqiao_staff")
+    missing = staff.get("/no-such-page/")
+    assert missing.status_code == 404
+    page = _page(missing)
+    assert "页面不存在（404）" in page and "回到首页" in page
+    assert "pingqiao_staff" in page or "平桥" in page  # the layout, with the user's menu
+    assert "请求编号" in page
+
+    # An error with a text of its own keeps it.
+    bad_day = _signed_in(answering, "district").get("/district/overdue/?as_of=2022-13-01")
+    assert bad_day.status_code == 400
+    assert "日期格式应为 年-月-日，如 2022-06-30" in _page(bad_day)
+
+    wrong_method = staff.get("/imports/upload")
+    assert wrong_method.status_code == 405 and "操作方式不正确" in _page(wrong_method)
+    assert "POST" in wrong_method.headers["Allow"]
+
+
+def test_an_upload_over_the_size_limit_says_so_in_chinese(answering: Flask) -> None:
+    """With its token or without (the body over the limit is never parsed, so the CSRF
+    check finds no token), an upload over MAX_CONTENT_LENGTH is told it is too big — not
+    that the form expired."""
+    staff = _signed_in(answering, "pingqiao_staff")
+    token = _token(staff.get("/registry/households/add").get_data(as_text=True))
+    for data in ({"file": (io.BytesIO(bytes(8192)), "台账.xlsx")},
+                 {"csrf_token": token, "file": (io.BytesIO(bytes(8192)), "台账.xlsx")}):
+        response = staff.post("/imports/upload", data=data, content_type="multipart/form-data")
+        assert response.status_code == 413
+        assert "上传的文件超过了 4 KB 的上限" in _page(response)
+
+
+def test_a_form_without_its_token_is_refused_in_chinese(answering: Flask) -> None:
+    staff = _signed_in(answering, "pingqiao_staff")
+    response = staff.post("/registry/households/add", data={"room": "101"})
+    assert response.status_code == 400
+    assert "表单已过期或无效" in _page(response)
+
+
+def test_an_unhandled_error_is_a_chinese_page_and_json_under_the_api(answering: Flask) -> None:
+    staff = _signed_in(answering, "pingqiao_staff")
+    response = staff.get("/test-fails")
+    assert response.status_code == 500
+    assert "系统出错（500）" in _page(response)
+    api = answering.test_client().get("/api/v1/no_such_api/")
+    assert api.status_code == 404
+    assert api.get_json()["message"].startswith("页面不存在")
+
+
+def _household(app: Flask, tenant: int) -> tuple[int, int]:
+    with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        community = make_row(db.session, Community, tenant, "T-busy-")
+        household = Household(community_id=community.id, building="1", unit="1", room="101")
+        db.session.add(household)
+        db.session.commit()
+        return community.id, household.id
+
+
+@contextmanager
+def _another_writer(stack: Any, household_id: int) -> Iterator[None]:
+    """A real second connection writing meanwhile: on PostgreSQL it holds the household's
+    row lock (as an import's commit does), on SQLite the database's write lock."""
+    holding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        if stack.app_url.startswith("sqlite"):
+            raw: Any = sqlite3.connect(stack.app_url.removeprefix("sqlite:///"))
+            raw.execute("BEGIN IMMEDIATE")
+        else:
+            raw = sa.create_engine(stack.owner_url).connect()
+            raw.execute(sa.text("SELECT id FROM om_household WHERE id = :id FOR UPDATE"),
+                        {"id": household_id})
+        holding.set()
+        release.wait(60)
+        raw.rollback()
+        raw.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_a_save_behind_another_writer_says_the_database_is_busy_and_saves_nothing(
+        answering: Flask, stack: Any, tenant_ids: dict[str, int]) -> None:
+    """What a clerk sees when saving a household that an import is writing: after
+    ONEMETER_WEB_LOCK_TIMEOUT_MS, 数据库正忙 and nothing saved, instead of a page that hangs
+    (FAB's edit form: its flash; a page of ours: the 503 page with Retry-After); the same
+    saves once the other writer is done go through."""
+    tenant = tenant_ids["pingqiao"]
+    community_id, household_id = _household(answering, tenant)
+    staff = _signed_in(answering, "pingqiao_staff")
+    token = _token(staff.get(f"/registry/households/edit/{household_id}").get_data(as_text=True))
+    edit = {"csrf_token": token, "community": str(community_id), "building": "1", "unit": "1",
+            "room": "102"}
+    optout = {"csrf_token": token, "reason": "已自行改造",
+              "letter": (io.BytesIO(make_png()), "承诺书.png", "image/png")}
+    with _another_writer(stack, household_id):
+        edited = staff.post(f"/registry/households/edit/{household_id}", data=edit,
+                            follow_redirects=True)
+        opted = staff.post(f"/registry/households/optout/{household_id}", data=optout,
+                           content_type="multipart/form-data")
+    assert "数据库正忙：另一项操作（如台账导入或回滚）正在写入这些数据，本次修改没有保存" \
+        in _page(edited)
+    assert opted.status_code == 503, opted.get_data(as_text=True)[:300]
+    assert opted.headers["Retry-After"] == "30"
+    assert "数据库正忙（503）" in _page(opted) and "本次修改没有保存" in _page(opted)
+    with answering.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        household = db.session.get(Household, household_id)
+        assert (household.room, household.opted_out) == ("101", False)
+
+    edited = staff.post(f"/registry/households/edit/{household_id}", data=edit,
+                        follow_redirects=True)
+    assert "数据库正忙" not in _page(edited)
+    optout["letter"] = (io.BytesIO(make_png()), "承诺书.png", "image/png")
+    assert staff.post(f"/registry/households/optout/{household_id}", data=optout,
+                      content_type="multipart/form-data").status_code == 302
+    with answering.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        household = db.session.get(Household, household_id)
+        assert (household.room, household.opted_out) == ("102", True)
