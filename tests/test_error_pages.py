@@ -187,3 +187,20 @@ def test_a_save_behind_another_writer_says_the_database_is_busy_and_saves_nothin
     with answering.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
         household = db.session.get(Household, household_id)
         assert (household.room, household.opted_out) == ("102", True)
+
+
+def test_an_error_page_still_answers_in_chinese_when_the_layout_cannot(
+        make_app: Callable[..., Flask], tmp_path: Any) -> None:
+    """On a database that was never migrated the app's layout cannot render (no user or
+    menu tables): the error is still a Chinese page, the bare fallback, with its number."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    bare = make_app(PROPAGATE_EXCEPTIONS=False, SQLALCHEMY_DATABASE_URI=url,
+                    ONEMETER_OWNER_DATABASE_URL=url, ONEMETER_APP_DB_ROLE="")
+    client = bare.test_client()
+    missing = client.get("/no-such-page/")
+    assert missing.status_code == 404
+    page = _page(missing)
+    assert "页面不存在（404）" in page and 'lang="zh-CN"' in page and "请求编号" in page
+    broken = client.get("/login/")  # needs the user tables that are not there
+    assert broken.status_code == 500
+    assert "系统出错（500）" in _page(broken)
