@@ -234,8 +234,11 @@ def test_bad_input_is_refused_in_words_and_writes_nothing(
              ({}, None, "", "二者选一"))
     for fields, tenant_id, unit, message in cases:
         number, response = issue(district, tenant_id, unit, **fields)
-        assert message in response.get_data(as_text=True), message
+        page = response.get_data(as_text=True)
+        assert message in page, message
         assert notice(app, number) is None, message
+        # The form again with what was typed (not the list with everything lost).
+        assert not response.history and f'value="{number}"' in page, message
     number, _ = issue(district, tenant)
     _, again = issue(district, tenant, number=number)
     assert "已被另一份督办通知使用" in again.get_data(as_text=True)

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request, session
+from flask_appbuilder.urltools import get_order_args, get_page_args, get_page_size_args
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -72,8 +73,8 @@ def save_failed_text(exc: BaseException | None) -> str:
 
 
 class SaveRefused(ValueError):
-    """A database error in a view's pre_add/pre_update/pre_delete, said in Chinese (FAB
-    flashes the text of what those hooks raise)."""
+    """A database error in a view's save, said in Chinese (FAB flashes the text of what
+    pre_add/pre_update/pre_delete and the add itself raise)."""
 
 
 def _explained(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -88,27 +89,105 @@ def _explained(hook: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+class _ExplainedAdd:
+    """Mixed into a view's data interface: FAB flashes `str()` of whatever the interface's
+    add raises — for a database error its SQL with the row's values (phone and ID numbers
+    included) — so the error leaves here in Chinese."""
+
+    def add(self, item: Any, commit: bool = True) -> None:
+        try:
+            super().add(item, commit)  # type: ignore[misc]
+        except SQLAlchemyError as exc:
+            raise SaveRefused(save_failed_text(exc)) from exc
+
+
+_EXPLAINED_INTERFACES: dict[type, type] = {}
+
+
+def _explain_adds(datamodel: Any) -> None:
+    """Give `datamodel` (a view's SQLAInterface, possibly shared with a parent view) the
+    Chinese add of `_ExplainedAdd`, once."""
+    cls = type(datamodel)
+    if issubclass(cls, _ExplainedAdd):
+        return
+    explained = _EXPLAINED_INTERFACES.get(cls)
+    if explained is None:
+        explained = _EXPLAINED_INTERFACES[cls] = type(cls.__name__, (_ExplainedAdd, cls), {})
+    datamodel.__class__ = explained
+
+
+def _flash_count() -> int:
+    return len(session.get("_flashes", ()))
+
+
+def _refused_since(count: int) -> bool:
+    """Whether the flashes added since there were `count` say a save was refused: FAB
+    flashes "success" for a save that went through, anything else when a pre_* hook or the
+    database refused it."""
+    added = session.get("_flashes", [])[count:]
+    return bool(added) and all(category != "success" for category, _ in added)
+
+
 class SaveErrorMessages:
     """Mixin for ModelViews: a failed add, edit or delete says in Chinese what happened —
     数据库正忙 when the save waited too long behind another writer (an import writing the
-    same rows), otherwise that the database refused it.
+    same rows), otherwise that the database refused it — and a refused add or edit shows
+    the form again with what the clerk typed, not FAB's redirect to the list.
 
-    FAB catches both kinds of failure and flashes a text: for the write itself its view's
+    FAB catches each kind of failure and flashes a text: for an edit or delete its view's
     `database_error_message` ("Database Error"), evaluated inside its `except` block, so the
-    exception being handled is at hand here; for the pre_* hooks the text of what they
-    raised — the SQL of an autoflush that hit a lock — so every pre_* hook a subclass
-    defines is wrapped to raise SaveRefused instead."""
+    exception being handled is at hand here; for an add, `str()` of the error (its SQL and
+    values), so the view's data interface raises SaveRefused instead; for the pre_* hooks
+    the text of what they raised — the SQL of an autoflush that hit a lock — so every
+    pre_* hook a subclass has is wrapped to raise SaveRefused instead."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name in ("pre_add", "pre_update", "pre_delete"):
-            hook = cls.__dict__.get(name)
+            hook = getattr(cls, name, None)
             if hook is not None and not getattr(hook, "__wrapped__", None):
                 setattr(cls, name, _explained(hook))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _explain_adds(self.datamodel)  # type: ignore[attr-defined]
 
     @property
     def database_error_message(self) -> str:
         return save_failed_text(sys.exc_info()[1])
+
+    def _add(self) -> Any:
+        count = _flash_count()
+        widgets = super()._add()  # type: ignore[misc]
+        if widgets is not None or not _refused_since(count):
+            return widgets
+        view: Any = self
+        # The refused row may sit in the session (a relationship's backref adds it): the
+        # form's option queries must not flush it.
+        view.datamodel.session.rollback()
+        exclude_cols = view._filters.get_relation_cols()
+        form = view.add_form.refresh()  # bound to the posted form
+        view._fill_form_exclude_cols(exclude_cols, form)
+        return view._get_add_widget(form=form, exclude_cols=exclude_cols)
+
+    def _edit(self, pk: Any) -> Any:
+        count = _flash_count()
+        widgets = super()._edit(pk)  # type: ignore[misc]
+        if widgets is not None or not _refused_since(count):
+            return widgets
+        view: Any = self
+        view.datamodel.session.rollback()  # the refused changes, populated into the row
+        item = view.datamodel.get(pk, view._base_filters)
+        if item is None:  # gone meanwhile: the list, with the flash
+            return None
+        exclude_cols = view._filters.get_relation_cols()
+        form = view.edit_form.refresh(request.form)
+        view._fill_form_exclude_cols(exclude_cols, form)
+        form._id = view.datamodel.get_pk_value(item)
+        widgets = view._get_edit_widget(form=form, exclude_cols=exclude_cols)
+        return view._get_related_views_widgets(
+            item, filters={}, orders=get_order_args(), pages=get_page_args(),
+            page_sizes=get_page_size_args(), widgets=widgets)
 
 
 def _size(limit: int | None) -> str:

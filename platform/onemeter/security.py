@@ -324,7 +324,7 @@ class TenantStaffView(SaveErrorMessages, ModelView):
         raise ValueError("人员账号不能删除，请停用")
 
 
-class OMUserView(UserDBModelView):
+class OMUserView(SaveErrorMessages, UserDBModelView):
     """The platform admin's user page: every user, with their tenant and utility."""
 
     datamodel = SQLAInterface(OMUser)

@@ -19,6 +19,7 @@ from flask_appbuilder.models.sqla.filters import FilterEqual
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 
 from onemeter.district.models import ISSUERS, ActionItem, SupervisionNotice, beijing_today
+from onemeter.errors import SaveErrorMessages
 from onemeter.formatting import local_date
 from onemeter.security import (
     DISTRICT_VIEWER,
@@ -106,7 +107,7 @@ OFFICE_KEEPS = {DISTRICT_VIEWER: ("can_list", "can_show", "can_add", "can_edit")
 _ACTIVE_TENANTS = {"tenant": [["active", FilterEqual, True]]}
 
 
-class SupervisionNoticeView(_NoAutoflush, ModelView):
+class SupervisionNoticeView(_NoAutoflush, SaveErrorMessages, ModelView):
     """督办通知 as the office keeps them: issued to a sub-district or a unit, with the reply
     due; the office enters the replies of units, a sub-district answers its own."""
 
@@ -188,7 +189,7 @@ class SupervisionNoticeView(_NoAutoflush, ModelView):
         item.replied_by = g.user.username
 
 
-class NoticeReplyView(_NoAutoflush, ModelView):
+class NoticeReplyView(_NoAutoflush, SaveErrorMessages, ModelView):
     """督办事项: a sub-district's own notices, answered here. The reply's date is the day it
     is given; a reply after the due date is kept and marked 逾期答复; a correction keeps it."""
 
@@ -231,7 +232,7 @@ class NoticeReplyView(_NoAutoflush, ModelView):
         return super().render_template(template, **kwargs)
 
 
-class ActionItemView(_NoAutoflush, ModelView):
+class ActionItemView(_NoAutoflush, SaveErrorMessages, ModelView):
     """议定事项: what a record decided or ordered, who answers for it and by when; closed with
     a date and a note. Added from the record's page (工作记录 → 显示) by the office."""
 
