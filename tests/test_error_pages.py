@@ -21,7 +21,7 @@ from onemeter.registry.models import Community, Household
 from onemeter.tenancy import TenantScope, use_scope
 from tests.support.factory import make_row
 from tests.support.stack import PASSWORD
-from tests.support.web import external_urls
+from tests.support.web import api_headers, external_urls
 from tests.test_uploads import make_png
 
 ENGLISH = ("Not Found", "Internal Server Error", "Request Entity Too Large", "Bad Request",
@@ -219,3 +219,40 @@ def test_an_error_page_still_answers_in_chinese_when_the_layout_cannot(
     broken = client.get("/login/")  # needs the user tables that are not there
     assert broken.status_code == 500
     assert "系统出错（500）" in _page(broken)
+
+
+def test_an_api_write_the_database_refused_answers_in_chinese_without_its_sql(
+        answering: Flask, stack: Any, tenant_ids: dict[str, int]) -> None:
+    """FAB's REST API answers a refused edit with 422 "Database exception occurred: " and
+    the driver's text (the SQL, the row's values); an add with 500 "Fatal error". Here: 503
+    数据库正忙 with Retry-After behind another writer, 422 保存失败 for a duplicate."""
+    tenant = tenant_ids["pingqiao"]
+    community_id, household_id = _household(answering, tenant)
+    headers = api_headers(answering, "pingqiao_staff", PASSWORD)
+    api = answering.test_client()
+    new = {"community": community_id, "building": "2", "unit": "1", "room": "301",
+           "owner_name": "王建国", "phone": "13812345678"}
+    with _another_writer(stack, household_id):
+        edited = api.put(f"/api/v1/household/{household_id}", json={"room": "102"},
+                         headers=headers)
+        added = api.post("/api/v1/household/", json=new, headers=headers)
+    for response in (edited, added):
+        assert response.status_code == 503, response.get_data(as_text=True)[:300]
+        assert response.headers["Retry-After"] == "30"
+        message = response.get_json()["message"]
+        assert message.startswith("数据库正忙") and "没有保存" in message
+        assert "SQL" not in message and "13812345678" not in message
+
+    added = api.post("/api/v1/household/", json=new, headers=headers)
+    assert added.status_code == 201, added.get_data(as_text=True)[:300]
+    duplicate = api.put(f"/api/v1/household/{household_id}",
+                        json={"building": "2", "unit": "1", "room": "301"}, headers=headers)
+    assert duplicate.status_code == 422
+    message = duplicate.get_json()["message"]
+    assert message.startswith("保存失败") and "重复" in message, message
+    assert "SQL" not in message and "DETAIL" not in message and "Key" not in message
+    with answering.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
+        household = db.session.get(Household, household_id)
+        assert (household.building, household.room) == ("1", "101")
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Household).where(
+            Household.community_id == community_id)) == 2

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, render_template, request, session
+from flask_appbuilder.exceptions import DatabaseException
 from flask_appbuilder.urltools import get_order_args, get_page_args, get_page_size_args
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from onemeter.database import db
@@ -62,19 +63,27 @@ def database_busy(exc: BaseException | None) -> bool:
 #: The flash of a save that failed in the database (FAB's add/edit/delete catch the error
 #: and flash their view's `database_error_message`, "Database Error", then redirect).
 SAVE_FAILED = "保存失败：数据库出错，本次修改没有保存。请稍后重试；如仍出错，请联系管理员。"
+#: A unique or foreign key (or check) the row broke, said without the key's values.
+SAVE_CONFLICT = ("保存失败：与已有记录重复（如同一住户重复登记），或引用的记录不存在，"
+                 "本次修改没有保存。请检查后重试。")
 
 
 def save_failed_text(exc: BaseException | None) -> str:
     """What a clerk reads when a save failed in the database: 数据库正忙 when it waited too
-    long behind another writer, otherwise that the database refused it (never the SQL)."""
-    if database_busy(exc) or database_busy(getattr(exc, "__cause__", None)):
+    long behind another writer, 与已有记录重复 when it broke a key, otherwise that the
+    database refused it (never the SQL, which carries the row's values)."""
+    causes = (exc, getattr(exc, "__cause__", None))
+    if any(database_busy(cause) for cause in causes):
         return f"{MESSAGES[503][0]}：{MESSAGES[503][1]}"
+    if any(isinstance(cause, IntegrityError) for cause in causes):
+        return SAVE_CONFLICT
     return SAVE_FAILED
 
 
-class SaveRefused(ValueError):
+class SaveRefused(DatabaseException, ValueError):
     """A database error in a view's save, said in Chinese (FAB flashes the text of what
-    pre_add/pre_update/pre_delete and the add itself raise)."""
+    pre_add/pre_update/pre_delete and the add itself raise; its REST API answers a
+    DatabaseException through `response_422`, see ApiSaveErrors)."""
 
 
 def _explained(hook: Callable[..., Any]) -> Callable[..., Any]:
@@ -188,6 +197,30 @@ class SaveErrorMessages:
         return view._get_related_views_widgets(
             item, filters={}, orders=get_order_args(), pages=get_page_args(),
             page_sizes=get_page_size_args(), widgets=widgets)
+
+
+class ApiSaveErrors:
+    """Mixin for ModelRestApis: a write the database refused answers in Chinese — 503 with
+    Retry-After for 数据库正忙, else 422 — instead of FAB's 422 "Database exception
+    occurred: " with the driver's text (the SQL and the row's values), or its 500 "Fatal
+    error" for an add."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _explain_adds(self.datamodel)  # type: ignore[attr-defined]
+
+    def response_422(self, message: Any = None) -> Response:
+        # FAB calls this inside its `except DatabaseException` block: the error is at hand.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, DatabaseException):
+            return super().response_422(message)  # type: ignore[misc]
+        current_app.logger.warning("API save refused: %s", exc.__cause__ or exc)
+        busy = database_busy(exc.__cause__)
+        response = self.response(503 if busy else 422,  # type: ignore[attr-defined]
+                                 message=save_failed_text(exc))
+        if busy:
+            response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
 
 
 def _size(limit: int | None) -> str:

@@ -18,7 +18,7 @@ from flask_appbuilder.widgets import ListWidget
 from markupsafe import Markup, escape
 
 from onemeter.audit import ChangeLog
-from onemeter.errors import SaveErrorMessages
+from onemeter.errors import ApiSaveErrors, SaveErrorMessages
 from onemeter.exports import write_report
 from onemeter.formatting import local_datetime, yes_no
 from onemeter.jobs import (
@@ -142,7 +142,7 @@ class TenantModelView(SaveErrorMessages, ModelView):
         return xlsx_download(body, f"{self.__class__.__name__}-{dt.date.today():%Y%m%d}.xlsx")
 
 
-class TenantModelRestApi(ModelRestApi):
+class TenantModelRestApi(ApiSaveErrors, ModelRestApi):
     """A REST API over a tenant-owned model, with the same roles and masking as the pages."""
 
     om_roles: dict[str, tuple[str, ...]] = {

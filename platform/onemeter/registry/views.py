@@ -20,7 +20,7 @@ from markupsafe import Markup
 from wtforms import BooleanField, SelectField, TextAreaField
 from wtforms.validators import ValidationError
 
-from onemeter.errors import SaveErrorMessages
+from onemeter.errors import ApiSaveErrors, SaveErrorMessages
 from onemeter.formatting import local_date, local_datetime, yes_no
 from onemeter.plugins import hookimpl
 from onemeter.registry.categories import CATEGORY_LABELS, PHASE_YEARS
@@ -119,7 +119,7 @@ class DeveloperView(SaveErrorMessages, ModelView):
     base_order = ("name", "asc")
 
 
-class DeveloperApi(ModelRestApi):
+class DeveloperApi(ApiSaveErrors, ModelRestApi):
     """开发建设单位 over REST: the same roles as the page."""
 
     datamodel = SQLAInterface(Developer)
