@@ -6,10 +6,7 @@ rest of the suite re-raises them instead)."""
 from __future__ import annotations
 
 import io
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +17,7 @@ from onemeter.database import db
 from onemeter.registry.models import Community, Household
 from onemeter.tenancy import TenantScope, use_scope
 from tests.support.factory import make_row
+from tests.support.locks import another_writer
 from tests.support.stack import PASSWORD
 from tests.support.web import api_headers, external_urls
 from tests.test_uploads import make_png
@@ -121,38 +119,13 @@ def _household(app: Flask, tenant: int) -> tuple[int, int]:
         return community.id, household.id
 
 
-@contextmanager
-def _another_writer(stack: Any, household_id: int) -> Iterator[None]:
-    """A real second connection writing meanwhile: on PostgreSQL it holds the household's
-    row lock (as an import's commit does), on SQLite the database's write lock."""
-    holding, release = threading.Event(), threading.Event()
-
-    def write() -> None:
-        if stack.app_url.startswith("sqlite"):
-            raw: Any = sqlite3.connect(stack.app_url.removeprefix("sqlite:///"))
-            raw.execute("BEGIN IMMEDIATE")
-        else:
-            # The household's row lock, and its community's (a new household's key check
-            # waits for that one).
-            raw = sa.create_engine(stack.owner_url).connect()
-            raw.execute(sa.text("SELECT id FROM om_household WHERE id = :id FOR UPDATE"),
-                        {"id": household_id})
-            raw.execute(sa.text("SELECT c.id FROM om_community c JOIN om_household h "
-                                "ON h.community_id = c.id WHERE h.id = :id FOR UPDATE OF c"),
-                        {"id": household_id})
-        holding.set()
-        release.wait(60)
-        raw.rollback()
-        raw.close()
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    try:
-        assert holding.wait(30)
-        yield
-    finally:
-        release.set()
-        thread.join(30)
+def _another_writer(stack: Any, household_id: int) -> Any:
+    """On PostgreSQL the household's row lock and its community's (a new household's key
+    check waits for that one), as an import's commit holds them; on SQLite the write lock."""
+    return another_writer(
+        stack, "SELECT id FROM om_household WHERE id = :id FOR UPDATE",
+        "SELECT c.id FROM om_community c JOIN om_household h ON h.community_id = c.id "
+        "WHERE h.id = :id FOR UPDATE OF c", params={"id": household_id})
 
 
 def test_a_save_behind_another_writer_says_the_database_is_busy_and_saves_nothing(

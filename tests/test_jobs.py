@@ -45,6 +45,7 @@ from onemeter.jobs import (
 )
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
+from tests.support.locks import another_writer
 from tests.support.stack import Stack
 from tests.support.worker import WorkerProcess, run_burst_worker, worker_process
 
@@ -416,6 +417,26 @@ def test_cancelling_a_running_job_flags_it_in_redis_and_works_without_redis(
             assert cancel_job(db.session.get(JobRun, other))  # the row alone, as before
         assert not cancel_requested(other)
     assert read_run(app, other)["state"] == CANCELLED
+
+
+def test_a_cancel_that_waits_behind_the_job_too_long_is_still_a_cancel(
+        make_app: Callable[..., Flask], stack: Stack, login: Callable[..., FlaskClient],
+        tenant_ids: dict[str, int]) -> None:
+    """取消 while the job holds the database (SQLite's write lock during a long rollback;
+    on PostgreSQL its row): the row's update gives up after ONEMETER_WEB_LOCK_TIMEOUT_MS,
+    but the Redis flag is set and stops the job at its next step — the clerk reads that the
+    job is cancelled, not 数据库正忙 (503 before)."""
+    application = make_app(PROPAGATE_EXCEPTIONS=False, ONEMETER_WEB_LOCK_TIMEOUT_MS=300)
+    run_id = _started_run(application, tenant_ids["pingqiao"])
+    staff = login("pingqiao_staff", application=application)
+    with another_writer(stack, "SELECT id FROM om_job_run WHERE id = :id FOR UPDATE",
+                        params={"id": run_id}):
+        page = flashed(staff, f"/jobs/cancel/{run_id}")
+    assert f"任务 #{run_id} 已取消" in page and "数据库正忙" not in page
+    with application.app_context():
+        assert cancel_requested(run_id)  # what the job checks at its next step
+        clear_aside(run_id, cancel=True)
+    assert read_run(application, run_id)["state"] == STARTED  # the job records its end
 
 
 def test_a_stale_cancel_flag_of_a_reused_job_id_does_not_cancel_the_new_job(

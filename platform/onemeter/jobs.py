@@ -20,6 +20,7 @@ from rq import Queue
 from sqlalchemy.orm import Mapped, mapped_column
 
 from onemeter.database import Model, db
+from onemeter.errors import database_busy
 from onemeter.plugins import hookimpl
 from onemeter.tenancy import TenantScoped
 
@@ -284,7 +285,10 @@ def cancel_job(run: JobRun) -> bool:
     rolls back (the worker then records the final state). The update is conditional, so a
     job that ends meanwhile keeps its true outcome. Runs under the caller's tenant scope.
     A running job is also flagged in Redis first: on SQLite the update waits while the job
-    holds the write lock, and the flag is what stops the job at its next step.
+    holds the write lock, and the flag is what stops the job at its next step. When the
+    update then gives up waiting (a web request's ONEMETER_WEB_LOCK_TIMEOUT_MS, say behind
+    a long rollback) the flagged job is cancelled all the same — it stops and records its
+    cancellation itself — so the answer is True, not the lock error.
     """
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     was_queued = run.state == QUEUED
@@ -300,10 +304,16 @@ def cancel_job(run: JobRun) -> bool:
         values.update(ended_at=now, message="已取消（任务尚未开始）")
     else:
         values.update(message="正在取消…")
-    result = db.session.execute(
-        sa.update(JobRun).where(JobRun.id == run.id, JobRun.state.in_(CANCELLABLE))
-        .values(**values).execution_options(synchronize_session=False))
-    db.session.commit()
+    try:
+        result = db.session.execute(
+            sa.update(JobRun).where(JobRun.id == run.id, JobRun.state.in_(CANCELLABLE))
+            .values(**values).execution_options(synchronize_session=False))
+        db.session.commit()
+    except sa.exc.DBAPIError as exc:
+        if not (flagged and database_busy(exc)):
+            raise
+        db.session.rollback()
+        return True
     db.session.expire(run)
     # Flagged, the job may have stopped and recorded its cancellation before this update got
     # the database: cancelled all the same.
