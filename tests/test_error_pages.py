@@ -6,14 +6,16 @@ rest of the suite re-raises them instead)."""
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, get_flashed_messages
 
 from onemeter.database import db
+from onemeter.errors import AFTER_SAVE_FAILED, SaveErrorMessages, SaveRefused
 from onemeter.registry.models import Community, Household
 from onemeter.tenancy import TenantScope, use_scope
 from tests.support.factory import make_row
@@ -149,6 +151,8 @@ def test_a_save_behind_another_writer_says_the_database_is_busy_and_saves_nothin
         added = staff.post("/registry/households/add", data=added_form)
         opted = staff.post(f"/registry/households/optout/{household_id}", data=optout,
                            content_type="multipart/form-data")
+        deleted = staff.post(f"/registry/households/delete/{household_id}",
+                             data={"csrf_token": token}, follow_redirects=True)
     busy = "数据库正忙：另一项操作（如台账导入或回滚）正在写入这些数据，本次修改没有保存"
     # The forms again with what was typed, the reason above them; never the SQL (an add's
     # error used to be flashed as its INSERT with the values, phone number included).
@@ -157,6 +161,8 @@ def test_a_save_behind_another_writer_says_the_database_is_busy_and_saves_nothin
         page = _page(response)
         assert busy in page and f'value="{typed}"' in page
         assert "INSERT" not in page and "UPDATE" not in page and "[SQL" not in page
+    # A delete: FAB flashed the empty text of its DatabaseException.
+    assert busy in _page(deleted)
     assert opted.status_code == 503, opted.get_data(as_text=True)[:300]
     assert opted.headers["Retry-After"] == "30"
     assert "数据库正忙（503）" in _page(opted) and "本次修改没有保存" in _page(opted)
@@ -229,3 +235,27 @@ def test_an_api_write_the_database_refused_answers_in_chinese_without_its_sql(
         assert (household.building, household.room) == ("1", "101")
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Household).where(
             Household.community_id == community_id)) == 2
+
+
+def test_what_runs_after_a_save_or_before_it_fails_in_words(answering: Flask) -> None:
+    """A post_* hook that fails after the commit (starting a recomputation, say) no longer
+    makes FAB report the saved row as not saved — nor show the form again, to be saved twice
+    — and a database error in a pre_* hook a view inherits from a plain mixin is said in
+    Chinese like one in its own hooks."""
+
+    class Checks:
+        def pre_add(self, item: Any) -> None:
+            raise sa.exc.OperationalError("INSERT INTO om_household …", {"phone": "138"},
+                                          sqlite3.OperationalError("database is locked"))
+
+    class Probe(Checks, SaveErrorMessages):
+        def post_add(self, item: Any) -> None:
+            raise RuntimeError("the queue said no")
+
+    probe = Probe.__new__(Probe)  # the hooks alone: no FAB view around them
+    with answering.test_request_context("/"):
+        assert probe.post_add(None) is None
+        assert get_flashed_messages(with_categories=True) == [("warning", AFTER_SAVE_FAILED)]
+        with pytest.raises(SaveRefused) as refused:
+            probe.pre_add(None)
+    assert str(refused.value).startswith("数据库正忙") and "INSERT" not in str(refused.value)

@@ -38,6 +38,7 @@ from onemeter.jobs import (
     cancel_requested,
     clear_aside,
     enqueue_job,
+    flag_cancel,
     job_progress,
     queue_name,
     redis_connection,
@@ -470,11 +471,25 @@ def cancelled_after_its_last_check(ctx: Any, marker: str) -> dict[str, int]:
     return {"written": 1}
 
 
+def flagged_after_its_last_check(ctx: Any, marker: str) -> dict[str, int]:
+    """A job (kind "test.late_flag") cancelled after its last check_cancelled by the Redis
+    flag alone — a cancel whose update of the row gave up waiting for this job's lock."""
+    from onemeter.registry.models import Community
+
+    assert flag_cancel(ctx.job_run_id)
+    db.session.add(Community(tenant_id=ctx.tenant_id, name=marker))
+    db.session.flush()
+    return {"written": 1}
+
+
+@pytest.mark.parametrize("kind", ["test.late_cancel", "test.late_flag"])
 def test_a_cancel_that_lands_after_the_jobs_last_check_still_leaves_nothing_written(
-        stack: Stack, tenant_ids: dict[str, int], pingqiao_staff: int) -> None:
-    """The job records its end in its own transaction, only while still running: a cancel
-    that got in after its last check rolls its work back, so the page's "nothing written"
-    holds (before, the job committed its rows and then overwrote the cancel with 已完成)."""
+        stack: Stack, tenant_ids: dict[str, int], pingqiao_staff: int, kind: str) -> None:
+    """The job records its end in its own transaction, only while still running and not
+    flagged: a cancel that got in after its last check — its row update, or only its Redis
+    flag — rolls its work back, so the page's "nothing written" holds (before, the job
+    committed its rows and then overwrote the cancel with 已完成; with only the flag, it
+    committed and finished)."""
     import uuid
     from types import SimpleNamespace
 
@@ -488,11 +503,12 @@ def test_a_cancel_that_lands_after_the_jobs_last_check_still_leaves_nothing_writ
     plugin = SimpleNamespace(
         onemeter_plugin_info=hookimpl(lambda: PluginInfo("迟到的取消", "0.1")),
         onemeter_job_kinds=hookimpl(lambda: {
-            "test.late_cancel": "tests.test_jobs:cancelled_after_its_last_check"}))
+            "test.late_cancel": "tests.test_jobs:cancelled_after_its_last_check",
+            "test.late_flag": "tests.test_jobs:flagged_after_its_last_check"}))
     app = create_app(stack.config(), extra_plugins={"late": plugin})
     tenant, marker = tenant_ids["pingqiao"], f"迟到取消{uuid.uuid4().hex[:8]}"
     with app.app_context(), use_scope(TenantScope.tenant(tenant), db.session):
-        run = JobRun(tenant_id=tenant, user_id=pingqiao_staff, kind="test.late_cancel",
+        run = JobRun(tenant_id=tenant, user_id=pingqiao_staff, kind=kind,
                      queue="reports", params={"marker": marker}, state=QUEUED)
         db.session.add(run)
         db.session.commit()

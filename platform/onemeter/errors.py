@@ -14,7 +14,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request, session
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    render_template,
+    request,
+    session,
+)
 from flask_appbuilder.exceptions import DatabaseException
 from flask_appbuilder.urltools import get_order_args, get_page_args, get_page_size_args
 from flask_login import current_user
@@ -98,10 +108,12 @@ def _explained(hook: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-class _ExplainedAdd:
+class _ExplainedWrites:
     """Mixed into a view's data interface: FAB flashes `str()` of whatever the interface's
-    add raises — for a database error its SQL with the row's values (phone and ID numbers
-    included) — so the error leaves here in Chinese."""
+    add or delete raises — for an add the SQL with the row's values (phone and ID numbers
+    included), for a delete an empty DatabaseException — so the error leaves here in
+    Chinese (a SaveRefused, which is a DatabaseException: FAB's REST API and `_edit` treat
+    it as theirs)."""
 
     def add(self, item: Any, commit: bool = True) -> None:
         try:
@@ -109,20 +121,57 @@ class _ExplainedAdd:
         except SQLAlchemyError as exc:
             raise SaveRefused(save_failed_text(exc)) from exc
 
+    def edit(self, item: Any, commit: bool = True) -> None:
+        try:
+            super().edit(item, commit)  # type: ignore[misc]
+        except SaveRefused:
+            raise
+        except DatabaseException as exc:
+            raise SaveRefused(save_failed_text(exc)) from (exc.__cause__ or exc)
+
+    def delete(self, item: Any, commit: bool = True) -> None:
+        try:
+            super().delete(item, commit)  # type: ignore[misc]
+        except SaveRefused:
+            raise
+        except DatabaseException as exc:
+            raise SaveRefused(save_failed_text(exc)) from (exc.__cause__ or exc)
+
 
 _EXPLAINED_INTERFACES: dict[type, type] = {}
 
 
-def _explain_adds(datamodel: Any) -> None:
-    """Give `datamodel` (a view's SQLAInterface, possibly shared with a parent view) the
-    Chinese add of `_ExplainedAdd`, once."""
+def _explain_writes(datamodel: Any) -> None:
+    """Give `datamodel` (a view's SQLAInterface) the Chinese errors of `_ExplainedWrites`,
+    once (at view registration)."""
     cls = type(datamodel)
-    if issubclass(cls, _ExplainedAdd):
+    if issubclass(cls, _ExplainedWrites):
         return
     explained = _EXPLAINED_INTERFACES.get(cls)
     if explained is None:
-        explained = _EXPLAINED_INTERFACES[cls] = type(cls.__name__, (_ExplainedAdd, cls), {})
+        explained = _EXPLAINED_INTERFACES[cls] = type(cls.__name__, (_ExplainedWrites, cls), {})
     datamodel.__class__ = explained
+
+
+#: The flash of a save that went through when what runs after it (a post_* hook: start a
+#: recomputation, say) failed.
+AFTER_SAVE_FAILED = ("已保存。但保存后的后续处理（如重新测算）没有完成，请刷新页面查看；"
+                     "如有需要，请联系管理员。")
+
+
+def _after_save(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A post_add/post_update/post_delete that fails must not make FAB report the committed
+    save as failed (or show the form again, for a second submit to save twice)."""
+    @functools.wraps(hook)
+    def run(self: Any, item: Any) -> Any:
+        try:
+            return hook(self, item)
+        except Exception:
+            current_app.logger.exception("%s failed after the save", hook.__qualname__)
+            db.session.rollback()
+            flash(AFTER_SAVE_FAILED, "warning")
+            return None
+    return run
 
 
 def _flash_count() -> int:
@@ -143,23 +192,26 @@ class SaveErrorMessages:
     same rows), otherwise that the database refused it — and a refused add or edit shows
     the form again with what the clerk typed, not FAB's redirect to the list.
 
-    FAB catches each kind of failure and flashes a text: for an edit or delete its view's
+    FAB catches each kind of failure and flashes a text: for an edit its view's
     `database_error_message` ("Database Error"), evaluated inside its `except` block, so the
-    exception being handled is at hand here; for an add, `str()` of the error (its SQL and
-    values), so the view's data interface raises SaveRefused instead; for the pre_* hooks
-    the text of what they raised — the SQL of an autoflush that hit a lock — so every
-    pre_* hook a subclass has is wrapped to raise SaveRefused instead."""
+    exception being handled is at hand here; for an add or delete, `str()` of the error (the
+    SQL and values, or nothing), so the view's data interface raises SaveRefused instead; for
+    the pre_* hooks the text of what they raised — the SQL of an autoflush that hit a lock —
+    so every pre_* hook a subclass has is wrapped to raise SaveRefused instead. A post_* hook
+    that fails after the commit flashes AFTER_SAVE_FAILED and lets FAB report the save."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in ("pre_add", "pre_update", "pre_delete"):
-            hook = getattr(cls, name, None)
-            if hook is not None and not getattr(hook, "__wrapped__", None):
-                setattr(cls, name, _explained(hook))
+        for names, wrap in ((("pre_add", "pre_update", "pre_delete"), _explained),
+                            (("post_add", "post_update", "post_delete"), _after_save)):
+            for name in names:
+                hook = getattr(cls, name, None)
+                if hook is not None and not getattr(hook, "__wrapped__", None):
+                    setattr(cls, name, wrap(hook))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _explain_adds(self.datamodel)  # type: ignore[attr-defined]
+        _explain_writes(self.datamodel)  # type: ignore[attr-defined]
 
     @property
     def database_error_message(self) -> str:
@@ -171,8 +223,7 @@ class SaveErrorMessages:
         if widgets is not None or not _refused_since(count):
             return widgets
         view: Any = self
-        # The refused row may sit in the session (a relationship's backref adds it): the
-        # form's option queries must not flush it.
+        # What pre_add changed must not be flushed by the form's option queries.
         view.datamodel.session.rollback()
         exclude_cols = view._filters.get_relation_cols()
         form = view.add_form.refresh()  # bound to the posted form
@@ -207,7 +258,7 @@ class ApiSaveErrors:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _explain_adds(self.datamodel)  # type: ignore[attr-defined]
+        _explain_writes(self.datamodel)  # type: ignore[attr-defined]
 
     def response_422(self, message: Any = None) -> Response:
         # FAB calls this inside its `except DatabaseException` block: the error is at hand.

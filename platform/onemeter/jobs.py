@@ -278,6 +278,16 @@ def cancel_requested(job_run_id: int, app: Flask | None = None) -> bool:
         return False
 
 
+def flag_cancel(job_run_id: int) -> bool:
+    """Ask a running job to stop at its next `check_cancelled` (and before it commits), by
+    a flag in Redis; False when Redis is down."""
+    try:
+        redis_connection().set(_aside_key(job_run_id, "cancel"), "1", ex=ASIDE_TTL)
+    except _REDIS_ERRORS:
+        return False
+    return True
+
+
 def cancel_job(run: JobRun) -> bool:
     """Cancel a queued or running job; False when it had already ended.
 
@@ -292,13 +302,7 @@ def cancel_job(run: JobRun) -> bool:
     """
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     was_queued = run.state == QUEUED
-    flagged = False
-    if run.state == STARTED:
-        try:
-            redis_connection().set(_aside_key(run.id, "cancel"), "1", ex=ASIDE_TTL)
-            flagged = True
-        except _REDIS_ERRORS:
-            pass
+    flagged = run.state == STARTED and flag_cancel(run.id)
     values: dict[str, Any] = {"state": CANCELLED}
     if was_queued:
         values.update(ended_at=now, message="已取消（任务尚未开始）")

@@ -193,13 +193,15 @@ def run_job(job_run_id: int) -> dict[str, Any]:
                     # Finished in the job's own transaction, and only if still running: a
                     # cancel that got in after the job's last check rolls the work back (the
                     # page said nothing would be written), one arriving later waits for this
-                    # commit and finds the job finished.
+                    # commit and finds the job finished. The Redis flag is looked at last:
+                    # a cancel whose own update gave up waiting for this job's lock (SQLite)
+                    # has told the clerk the job is cancelled.
                     finished = db.session.execute(
                         sa.update(JobRun).where(JobRun.id == job_run_id, JobRun.state == STARTED)
                         .values(state=FINISHED, ended_at=_now(), progress=100, counts=result,
                                 message=None)
                         .execution_options(synchronize_session=False))
-                    if not finished.rowcount:
+                    if not finished.rowcount or cancel_requested(job_run_id):
                         raise JobCancelled()
                     db.session.commit()
                 break
