@@ -9,9 +9,10 @@ under /api/ gets the same text as JSON. The pages load nothing from outside the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import (
@@ -108,6 +109,20 @@ def _explained(hook: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+@contextlib.contextmanager
+def _said_in_chinese() -> Iterator[None]:
+    """A database error raised inside leaves as SaveRefused with `save_failed_text`: the
+    driver's own (an add) or FAB's DatabaseException around it (an edit or delete)."""
+    try:
+        yield
+    except SaveRefused:
+        raise
+    except DatabaseException as exc:
+        raise SaveRefused(save_failed_text(exc)) from (exc.__cause__ or exc)
+    except SQLAlchemyError as exc:
+        raise SaveRefused(save_failed_text(exc)) from exc
+
+
 class _ExplainedWrites:
     """Mixed into a view's data interface: FAB flashes `str()` of whatever the interface's
     add or delete raises — for an add the SQL with the row's values (phone and ID numbers
@@ -116,26 +131,16 @@ class _ExplainedWrites:
     it as theirs)."""
 
     def add(self, item: Any, commit: bool = True) -> None:
-        try:
+        with _said_in_chinese():
             super().add(item, commit)  # type: ignore[misc]
-        except SQLAlchemyError as exc:
-            raise SaveRefused(save_failed_text(exc)) from exc
 
     def edit(self, item: Any, commit: bool = True) -> None:
-        try:
+        with _said_in_chinese():
             super().edit(item, commit)  # type: ignore[misc]
-        except SaveRefused:
-            raise
-        except DatabaseException as exc:
-            raise SaveRefused(save_failed_text(exc)) from (exc.__cause__ or exc)
 
     def delete(self, item: Any, commit: bool = True) -> None:
-        try:
+        with _said_in_chinese():
             super().delete(item, commit)  # type: ignore[misc]
-        except SaveRefused:
-            raise
-        except DatabaseException as exc:
-            raise SaveRefused(save_failed_text(exc)) from (exc.__cause__ or exc)
 
 
 _EXPLAINED_INTERFACES: dict[type, type] = {}
