@@ -12,6 +12,7 @@ from onemeter.database import (
     db,
     sqlite_migration_engine,
 )
+from onemeter.tenancy import key_compared
 
 config = context.config
 log = logging.getLogger("alembic.env")
@@ -20,8 +21,11 @@ target_metadata = db.metadata
 
 def include_object(obj, name, type_, reflected, compare_to):
     # Tables only in the database and unknown to every loaded model (e.g. a plugin that is
-    # not installed here) are left alone rather than dropped.
-    return not (type_ == "table" and reflected and compare_to is None)
+    # not installed here) are left alone rather than dropped; a foreign key this database
+    # checks by triggers instead (e.g. om_import_row's on PostgreSQL, 0012) is not re-added.
+    if type_ == "table" and reflected and compare_to is None:
+        return False
+    return key_compared(obj, type_, context.get_context().dialect.name)
 
 
 def run_migrations_offline():

@@ -231,8 +231,9 @@ def test_an_embedded_database_written_without_foreign_keys_still_migrates(
         with engine.connect() as connection:
             assert connection.exec_driver_sql(
                 "SELECT batch_id, row_number FROM om_import_row").all() == [(4242, 7)]
+            newest = max(Path(__file__).parents[1].glob("migrations/versions/0*.py")).stem
             assert connection.exec_driver_sql(
-                "SELECT version_num FROM alembic_version").scalar() == "0011_household_tenant_key"
+                "SELECT version_num FROM alembic_version").scalar() == newest
     finally:
         engine.dispose()
 

@@ -276,3 +276,47 @@ def test_a_household_naming_a_sub_district_that_does_not_exist_is_refused(
     # The same row under the community's own sub-district is written (the control).
     assert _raw(stack, {"app.write_tenant_id": str(tenant)}, insert,
                 {"t": tenant, "c": community_id, "k": "1-1-101"}) == 1
+
+
+def test_an_undo_record_names_an_existing_batch_of_its_own_sub_district(
+        app, stack, tenant_ids):
+    """om_import_row → om_import_batch: a declared key on SQLite, a check per statement on
+    PostgreSQL (0012). Both refuse a record naming a missing batch or another sub-district's,
+    delete the records with their batch, and keep a batch's key while records name it."""
+    from onemeter.imports.models import ImportBatch
+
+    own, other = tenant_ids["pingqiao"], tenant_ids["pingxi"]
+    batches = {}
+    with app.app_context():
+        for tenant in (own, other):
+            with use_scope(TenantScope.tenant(tenant), db.session):
+                batch = ImportBatch(tenant_id=tenant, kind="households", filename="台账.xlsx",
+                                    content_hash=f"0012-{tenant}", size=1,
+                                    file_key=f"{tenant}/imports/0012.xlsx", state="committed",
+                                    counts={})
+                db.session.add(batch)
+                db.session.commit()
+                batches[tenant] = batch.id
+    scope = {"app.tenant_ids": str(own), "app.write_tenant_id": str(own)}
+    insert = ("INSERT INTO om_import_row (tenant_id, batch_id, row_number, action) "
+              "SELECT :t, :b, n, 'create' FROM (SELECT 5 AS n UNION ALL SELECT 6) AS rows")
+    count = ("SELECT count(*) FROM om_import_row WHERE tenant_id = :t AND batch_id = :b")
+    missing = max(batches.values()) + 1000
+    for batch_id in (missing, batches[other]):
+        with pytest.raises(sa.exc.IntegrityError, match="(?i)foreign key"):
+            _raw(stack, scope, insert, {"t": own, "b": batch_id})
+    # The control: the own batch takes both records of the statement.
+    assert _raw(stack, scope, insert, {"t": own, "b": batches[own]}) == 2
+    assert _raw(stack, scope, count, {"t": own, "b": batches[own]}) == [(2,)]
+    with pytest.raises(sa.exc.IntegrityError, match="(?i)foreign key"):
+        _raw(stack, scope, "UPDATE om_import_row SET batch_id = :m WHERE batch_id = :b",
+             {"m": missing, "b": batches[own]})
+    with pytest.raises(sa.exc.IntegrityError, match="(?i)foreign key"):
+        _raw(stack, scope, "UPDATE om_import_batch SET id = :m WHERE id = :b",
+             {"m": missing, "b": batches[own]})
+    assert _raw(stack, scope, "DELETE FROM om_import_batch WHERE tenant_id = :t AND id = :b",
+                {"t": own, "b": batches[own]}) == 1
+    assert _raw(stack, scope, count, {"t": own, "b": batches[own]}) == [(0,)]
+    other_scope = {"app.tenant_ids": str(other), "app.write_tenant_id": str(other)}
+    assert _raw(stack, other_scope, "DELETE FROM om_import_batch WHERE id = :b",
+                {"b": batches[other]}) == 1

@@ -100,16 +100,29 @@ class TenantScoped:
                 *extra)
 
 
-def tenant_reference(column: str, parent_table: str, ondelete: str | None = None
-                     ) -> sa.ForeignKeyConstraint:
+#: `ForeignKeyConstraint.info` key: the dialects on which a migration replaced the declared
+#: key by triggers checking it (`key_compared` leaves it out of autogenerate there).
+CHECKED_BY_TRIGGER = "checked_by_trigger"
+
+
+def tenant_reference(column: str, parent_table: str, ondelete: str | None = None, *,
+                     checked_by_trigger: tuple[str, ...] = ()) -> sa.ForeignKeyConstraint:
     """A composite foreign key `(tenant_id, column) → parent(tenant_id, id)`.
 
     Put it in `__tenant_table_args__`; the relationship then names `foreign_keys=[column]`.
+    `checked_by_trigger` names the dialects where a migration checks it by triggers instead.
     """
     return sa.ForeignKeyConstraint(
         ["tenant_id", column], [f"{parent_table}.tenant_id", f"{parent_table}.id"],
-        ondelete=ondelete,
+        ondelete=ondelete, info={CHECKED_BY_TRIGGER: checked_by_trigger},
     )
+
+
+def key_compared(obj: Any, type_: str, dialect: str) -> bool:
+    """For autogenerate's `include_object`: False for a foreign key that `dialect` checks by
+    triggers (declared in the models, absent from that database by design)."""
+    return not (type_ == "foreign_key_constraint"
+                and dialect in (getattr(obj, "info", None) or {}).get(CHECKED_BY_TRIGGER, ()))
 
 
 @dataclass(frozen=True)
