@@ -13,7 +13,7 @@
     is refused on tables with row-level security, so it goes into a TEMP table (as the
     pipeline's own staging does), not into om_household.
 
-The floor and the pipeline run RUNS times (3) in pairs; the floor verdict is the median of the
+The floor and the pipeline run RUNS times (5) in pairs; the floor verdict is the median of the
 pairs' ratios: on this shared 2-core machine one run varies by ±20 %, enough to turn a verdict.
 Each phase runs in a forked child of the test process (the app loaded, like an RQ work-horse
 forked from the worker); the child's peak RSS (getrusage ru_maxrss) is the phase's peak.
@@ -63,7 +63,7 @@ NAIVE_LIMIT = 300.0
 #: of the ledger (fresh communities, deleted after the run); the verdict on the floor uses the
 #: median of the pairs' ratios and the rest each one's median run, because one run of either
 #: on this shared 2-core machine varies by ±20 % (ONEMETER_BENCH_IMPORT_RUNS).
-RUNS = max(1, int(os.environ.get("ONEMETER_BENCH_IMPORT_RUNS", "3")))
+RUNS = max(1, int(os.environ.get("ONEMETER_BENCH_IMPORT_RUNS", "5")))
 TARGET_SPEEDUP, TARGET_FLOOR, TARGET_RSS_MB = 20.0, 2.0, 500.0
 
 
