@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +30,12 @@ from onemeter.registry.normalize import normalize_part
 CORE_ALIASES: dict[str, tuple[str, ...]] = {
     "community": ("小区", "小区名称", "小区名", "项目名称"),
     "address": ("地址", "住址", "详细地址", "门牌地址"),
-    "building": ("楼栋", "楼号", "栋号", "幢"),
+    "building": ("楼栋", "楼号", "栋号", "幢", "楼栋号", "幢号"),
     "unit": ("单元", "单元号"),
     "room": ("室号", "房号", "门牌号", "户室号", "房间号"),
-    "owner_name": ("户主", "户主姓名", "业主", "业主姓名", "姓名"),
-    "phone": ("电话", "联系电话", "手机", "手机号", "联系方式"),
-    "id_number": ("身份证号", "身份证号码", "证件号码"),
+    "owner_name": ("户主", "户主姓名", "业主", "业主姓名", "姓名", "住户姓名"),
+    "phone": ("电话", "联系电话", "手机", "手机号", "联系方式", "手机号码", "电话号码"),
+    "id_number": ("身份证号", "身份证号码", "证件号码", "身份证", "公民身份号码"),
     "opted_out": ("是否自愿不改造", "不愿参与"),
     "delivery_date": ("交付日期", "交房日期", "竣工日期"),
 }
@@ -55,7 +55,8 @@ _TOTAL_WORDS = ("小计", "合计", "总计")
 _TOTAL_COLUMNS = 4
 #: Beginnings of footer rows (after NFKC and without spaces).
 _FOOTER_WORDS = ("填表人", "填报人", "制表人", "审核人", "审核:", "负责人", "单位负责人", "联系人:",
-                 "备注:", "说明:", "注:", "填表日期", "填报日期", "制表日期")
+                 "备注:", "说明:", "注:", "填表日期", "填报日期", "制表日期", "填报单位", "经办人",
+                 "单位(盖章)", "(盖章)")
 
 #: Their first characters.
 _FOOTER_LEADS = frozenset(word[0] for word in _FOOTER_WORDS)
@@ -158,7 +159,7 @@ def _candidate(labels: dict[int, tuple[str, list[str]]], lookup: dict[str, str],
     order = sorted(labels, key=lambda c: (c in hidden, c))
     for c in order:
         label, keys = labels[c]
-        canonical = next((lookup[k] for k in keys if k in lookup), None)
+        canonical = next((lookup[k] for k in _with_plain(keys) if k in lookup), None)
         if canonical is None:
             unmapped[c] = label
         elif canonical in columns:
@@ -170,6 +171,18 @@ def _candidate(labels: dict[int, tuple[str, list[str]]], lookup: dict[str, str],
                 from_hidden.append(canonical)
     return (columns, shown, dict(sorted(unmapped.items())),
             {k: tuple(v) for k, v in extra.items()}, tuple(from_hidden))
+
+
+def _with_plain(keys: Iterable[str]) -> Iterator[str]:
+    """Each header key, then the same without a trailing note in brackets: "是否自愿不改造（是/否）",
+    "联系电话（手机）", "身份证号码（18位）" also match their field's spellings."""
+    for key in keys:
+        yield key
+        plain = key
+        while plain.endswith(")") and "(" in plain:
+            plain = plain[:plain.rindex("(")]
+            if plain:
+                yield plain
 
 
 def _single_labels(texts: list[str]) -> dict[int, tuple[str, list[str]]]:
@@ -308,7 +321,37 @@ def cell_strings(column: pd.Series, *, strip: bool = False) -> pd.Series:
     return text.str.strip() if strip else text
 
 
-_TOTAL_PATTERN = r"(?:小\s*计|合\s*计|总\s*计)"
+#: At most this many cells are filled down from merged ranges (a hostile file's ranges may
+#: overlap; a real ledger's are a few thousand cells).
+MERGED_FILL_LIMIT = 2_000_000
+
+
+def fill_merged_down(rows: list[list[Any]], merged: Sequence[tuple[int, int, int, int]],
+                     start: int) -> int:
+    """Repeat the value of each range merged down over data rows into the cells below it, in
+    place: a ledger merges 小区 (and 楼栋) over a community's households, and only the range's
+    first cell holds the value. Only ranges starting at or below `start` (the first data row)
+    and only down their first column: a merge across columns is a section title or a remark,
+    not a value of every column. Returns the number of cells filled."""
+    filled = 0
+    for first_row, first_col, last_row, _last_col in merged:
+        if first_row < start or last_row <= first_row or first_row >= len(rows):
+            continue
+        head = rows[first_row]
+        if first_col >= len(head) or not _filled(head[first_col]):
+            continue
+        value = head[first_col]
+        for r in range(first_row + 1, min(last_row, len(rows) - 1) + 1):
+            row = rows[r]
+            if first_col < len(row) and not _filled(row[first_col]):
+                row[first_col] = value
+                filled += 1
+        if filled > MERGED_FILL_LIMIT:
+            break
+    return filled
+
+
+_TOTAL_PATTERN = r"(?:小\s*计|合\s*计|总\s*计|共\s*计)"
 
 
 def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
@@ -316,8 +359,8 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     """The rows below the header that are data (vectorized over the rows with pandas/numpy).
 
     Dropped, each with its reason: blank rows and rows where no mapped column has a value
-    (a template's pre-numbered empty rows), 小计/合计/总计 rows (such a word in the first four
-    columns), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
+    (a template's pre-numbered empty rows), 小计/合计/总计/共计 rows (such a word anywhere
+    in a cell of the first four columns: "桂园小区合计"), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
     numbers right under the header, and footer rows (填表人/审核人/备注：…).
 
     `start`/`stop` (0-based list positions, default: from the header's data start to the end)
@@ -354,7 +397,7 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     for c in list(body.columns)[:_TOTAL_COLUMNS]:
         maybe = strings[c].str.contains("计", regex=False).to_numpy(dtype=bool)
         if maybe.any():
-            total[maybe] |= strings[c][maybe].str.match(_TOTAL_PATTERN).to_numpy(dtype=bool)
+            total[maybe] |= strings[c][maybe].str.contains(_TOTAL_PATTERN).to_numpy(dtype=bool)
 
     mapped = [c for c in header.columns.values() if c < width]
     repeated = np.zeros(len(body), dtype=bool)
@@ -400,8 +443,12 @@ _ADDRESS_WITH_COUNTERS = (
     rf"^(?P<community>.*?)\s*"
     rf"(?P<building>[{_NUM}A-Za-z]+)\s*(?:号楼|栋|幢|座|#|号|楼)\s*[-—]?\s*"
     rf"(?:(?P<unit>[{_NUM}A-Za-z]+)\s*(?:单元|[-—]))?\s*"
+    rf"(?:[{_NUM}]+\s*[楼层]\s*)?"  # a floor ("18楼1801"): not part of the household's key
     rf"(?P<room>[{_NUM}A-Za-z]+)\s*(?:室|号|户)?$"
 )
+#: A "community" still holding a building or unit: the address has a form not understood
+#: ("…3栋2单元18F1801"), and guessing would create a community named after a staircase.
+_COUNTER_LEFT = rf"[{_NUM}]\s*(?:号楼|栋|幢|单元)"
 _ADDRESS_DASHED = (
     r"^(?P<community>.*?)\s*"
     r"(?P<building>[0-9]+[A-Za-z]?)\s*[-—#]\s*"
@@ -427,6 +474,8 @@ def split_address(series: pd.Series) -> pd.DataFrame:
     found = found.mask(use_dashed, dashed, axis=0)
     result = pd.DataFrame(index=series.index)
     community = found["community"].str.replace(r"[\s,，、:：-]+$", "", regex=True).str.strip()
+    found = found.mask(community.str.contains(_COUNTER_LEFT, regex=True).fillna(False), None)
+    community = community.where(found["room"].notna())
     result["community"] = community.where(community.str.len() > 0).astype(object)
     for part in _PARTS:
         values = found[part]

@@ -70,8 +70,10 @@ from onemeter.imports.headers import (
     FIELD_NAMES,
     DataRows,
     HeaderMatch,
+    HeaderNotFound,
     cell_strings,
     drop_non_data_rows,
+    fill_merged_down,
     header_key,
     locate_header,
     merge_aliases,
@@ -375,6 +377,8 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
     enabled = set(tenant.plugins or []) if tenant is not None else set()
     header = locate_header(raw.rows, import_aliases(overrides, enabled), merged=raw.merged,
                            hidden=raw.hidden_columns)
+    if raw.merged:  # 小区/楼栋 merged down over their households: every row gets the value
+        fill_merged_down(raw.rows, raw.merged, header.data_start)
     data_width = max((len(r) for r in raw.rows[header.data_start:]), default=0)
     width = max(data_width, max(header.columns.values(), default=-1) + 1)
     texts = _header_texts(raw, header, width)
@@ -407,6 +411,39 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
                   ignored=ignored, overrides=overrides, lookup=lookup)
 
 
+def pick_sheet(session: Session, tenant_id: int, raw: RawSheet,
+               overrides: Mapping[str, Any] | None,
+               read_sheet: Callable[[str], RawSheet]) -> RawSheet:
+    """The worksheet holding the ledger: `raw` (the first visible sheet with data) when its
+    header is recognized, else the first other visible sheet whose header is (`read_sheet`
+    reads one by name; a sheet the reader refuses is passed over). A workbook often opens
+    with a 填表说明 or cover sheet. When no sheet has a header, `raw`: the plan then says so."""
+    if len(raw.sheet_names) < 2:
+        return raw
+    tenant = session.get(Tenant, tenant_id)
+    aliases = import_aliases(overrides, set(tenant.plugins or []) if tenant else set())
+
+    def has_header(sheet: RawSheet) -> bool:
+        try:
+            locate_header(sheet.rows, aliases, merged=sheet.merged, hidden=sheet.hidden_columns)
+        except HeaderNotFound:
+            return False
+        return True
+
+    if has_header(raw):
+        return raw
+    for name in raw.sheet_names:
+        if name == raw.sheet_name:
+            continue
+        try:
+            other = read_sheet(name)
+        except ImportFileError:
+            continue
+        if has_header(other):
+            return other
+    return raw
+
+
 @dataclass
 class _Block:
     """One block's rows as classified without the database's households (`_classify`)."""
@@ -428,7 +465,12 @@ def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
     norm = normalize_table(frame, labels=used_header.labels)
     d = norm.data
     if "community" not in d.columns and "address" in frame.columns:
-        d["community"] = split_address(frame["address"])["community"]
+        parts = split_address(frame["address"])
+        community = parts["community"]
+        if "room" in frame.columns:  # beside its own 室号 column, an address that is not one
+            community = community.where(community.notna(),  # names the community
+                                        d["address"].where(parts["room"].isna()))
+        d["community"] = community
     for name in ("community", "building", "unit", "room", *UPDATABLE):
         if name not in d.columns:
             d[name] = pd.Series(None, index=d.index, dtype=object)
@@ -638,6 +680,7 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
     columns = sheet.columns
     mapping = {
         "sheet": sheet.raw.sheet_name,
+        "sheets": list(sheet.raw.sheet_names),
         "source_kind": sheet.raw.source_kind,
         "header_rows": [r + 1 for r in header.header_rows],
         "data_start": header.data_start + 1,

@@ -14,7 +14,7 @@ What each recognizes:
   (spaces between Chinese characters too: "张  三" → "张三"), "3.0" from a numeric cell → "3";
 - building/unit/room: "3#", "3号楼", "3栋", "三号楼", "3幢", "３" → "3"; "二单元" → "2";
   "１０２", "102室" → "102";
-- dates: Excel serial numbers (1900 date system: 44409 → 2021-07-31), 2021.5.3, 2021年5月3日,
+- dates: Excel serial numbers (1900 date system: 44409 → 2021-08-01), 2021.5.3, 2021年5月3日,
   20210503, 2021/05/03, 2021-5-3, datetimes from calamine → `datetime.date`;
 - phones: an 11-digit mobile starting 1[3-9] (+86/86/0086, spaces and dashes removed), or a
   landline such as 0376-1234567 kept as written;
@@ -107,9 +107,16 @@ def _text_series(array: pa.ChunkedArray | pa.Array, index: pd.Index) -> pd.Serie
     return pd.Series(pd.array(array, dtype="str"), index=index)
 
 
+#: What a clerk writes in a cell that has nothing to say (after NFKC): read as empty.
+_PLACEHOLDERS = pa.array(["无", "暂无", "空", "/", "\\", "-", "--", "—", "——", "n/a", "N/A"])
+#: Excel's error values, as a CSV export writes them (an .xlsx error cell reads as empty).
+_EXCEL_ERROR = r"#(?:N/A|REF!|VALUE!|DIV/0!|NAME\?|NUM!|NULL!|SPILL!|CALC!|GETTING_DATA)"
+
+
 def as_text(column: pd.Series) -> pd.Series:
     """Cells as cleaned strings ("" for an empty cell): NFKC, no zero-width characters, runs of
-    whitespace as one space, trimmed; "3.0" (a whole number from a numeric cell) → "3".
+    whitespace as one space, trimmed; an export's wrapping ('…, ="…") removed; a placeholder
+    (无, 暂无, /, -, —, N/A) as empty; "3.0" (a whole number from a numeric cell) → "3".
 
     On the Arrow arrays with pyarrow.compute (RE2): an order of magnitude faster than the
     pandas string accessor, which falls back to Python for NFKC."""
@@ -117,6 +124,9 @@ def as_text(column: pd.Series) -> pd.Series:
     text = pc.replace_substring_regex(text, "[\u200b-\u200d\u2060\ufeff]", "")
     text = pc.replace_substring_regex(text, _WHITESPACE_RUN, " ")
     text = pc.utf8_trim_whitespace(text)
+    # What a spreadsheet export wraps a number in to keep it text: '13812345678, ="0376…"
+    text = pc.replace_substring_regex(text, r'^="(.*)"$|^\'(.*)$', r"\1\2")
+    text = pc.if_else(pc.is_in(text, value_set=_PLACEHOLDERS), "", text)
     text = pc.replace_substring_regex(text, r"^(-?\d+)\.0+$", r"\1")
     return _text_series(text, column.index)
 
@@ -141,6 +151,28 @@ def normalize_text(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     return _done(text.where(text != ""), _empty_reasons(column.index))
 
 
+#: Two runs of digits with a separator between them (after NFKC): "3-2-1801", "1801.5",
+#: "18楼1801" (a floor, or a building: which one, only the clerk knows).
+_DIGIT_GROUPS = r"\d\s*[-—_/\\.,，、·\s楼层]\s*\d"
+#: A 室号 cell holding building-unit-room ("3-2-1801"), split when the sheet has no 楼栋,
+#: 单元 or 地址 column (a 门牌号 column). Two parts ("2-1801") stay an error: building-room or
+#: unit-room, only the clerk knows.
+_ROOM_AS_ADDRESS = r"^(\d+[A-Za-z]?)\s*[-—]\s*(\d+)\s*[-—]\s*(\d+[A-Za-z]?)\s*室?$"
+#: A date or time cell as `as_text` writes it ("2021-01-02 00:00:00", "10:01:00").
+_DATE_OR_TIME = r"\d{4}-\d{2}-\d{2}(?: \d{2}:\d{2}:\d{2}(?:\.\d+)?)?|\d{2}:\d{2}:\d{2}(?:\.\d+)?"
+
+
+def normalize_names(column: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Names: free text, but two names on two lines of one cell (Alt+Enter) are kept apart
+    ("张三\\n李四" → "张三、李四", not the one name "张三李四")."""
+    text = cell_strings(column)
+    broken = text.str.contains("\n", regex=False).to_numpy(dtype=bool)
+    if broken.any():
+        text = text.copy()
+        text[broken] = text[broken].str.strip().str.replace(r"\s*[\r\n]+\s*", "、", regex=True)
+    return normalize_text(text)
+
+
 def _parts(what: str, foreign: str, shown: str) -> Normalizer:
     def normalize(column: pd.Series) -> tuple[pd.Series, pd.Series]:
         text = as_text(column)
@@ -153,6 +185,14 @@ def _parts(what: str, foreign: str, shown: str) -> Normalizer:
         reasons = reasons.mask(mixed, f"{what}一栏里还写了{shown}，请分列填写")
         unreadable = filled & ~mixed & (clean == "")
         reasons = reasons.mask(unreadable, f"无法识别的{what}")
+        # "3-2-1801", "1-1101", "1801.5": the key would join the digits (3-2-1801 → 321801,
+        # and 1-1101 and 11-101 would be one household), so the row is refused instead.
+        groups = filled & ~mixed & text.str.contains(_DIGIT_GROUPS, regex=True)
+        reasons = reasons.mask(groups, f"{what}里有几段数字（如“3-2-1801”），"
+                                       "请把楼栋、单元、室号分列填写")
+        dated = filled & text.str.fullmatch(_DATE_OR_TIME)
+        reasons = reasons.mask(dated, f"{what}被Excel存成了日期或时间（如“1-2”变成1月2日），"
+                                      "请把该列设为文本格式后重新填写")
         clean = clean.where(filled & reasons.isna())
         return _done(clean, reasons)
     normalize.__name__ = f"normalize_{what}"
@@ -171,7 +211,7 @@ def normalize_dates(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Dates in every local form → `datetime.date`; see the module docstring for the forms."""
     text = as_text(column).str.replace(r"[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?$", "", regex=True)
     parts = text.str.extract(
-        r"^((?:19|20)\d{2})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+        r"^((?:19|20)\d{2})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*[日号]?$")
     compact = text.str.extract(r"^((?:19|20)\d{2})(\d{2})(\d{2})$")
     parts = parts.fillna(compact)
     iso = parts[0] + "-" + parts[1].str.zfill(2) + "-" + parts[2].str.zfill(2)
@@ -195,7 +235,8 @@ def normalize_dates(column: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def normalize_phones(column: pd.Series) -> tuple[pd.Series, pd.Series]:
     """An 11-digit mobile (1[3-9]…), or a landline like 0376-1234567 kept as written."""
-    text = as_text(column)
+    text = as_text(column).str.replace(  # (0376)1234567, 0376 1234567 → 0376-1234567
+        r"^\((0\d{2,3})\)\s*(\d)|^(0\d{2,3})\s+(\d)", r"\1\3-\2\4", regex=True)
     landline = text.str.fullmatch(r"0\d{2,3}-?\d{7,8}(?:-\d{1,6})?")
     digits = _text_series(pc.replace_substring_regex(pc.replace_substring_regex(
         _arrow(text), r"[\s\-()]", ""), r"^(?:\+?86|0086)(1\d{10})$", r"\1"),
@@ -258,7 +299,7 @@ def normalize_flags(column: pd.Series) -> tuple[pd.Series, pd.Series]:
 FIELD_NORMALIZERS: dict[str, Normalizer] = {
     "community": normalize_text,
     "address": normalize_text,
-    "owner_name": normalize_text,
+    "owner_name": normalize_names,
     "building": normalize_building,
     "unit": normalize_unit,
     "room": normalize_room,
@@ -297,6 +338,22 @@ def _by_unique_values(normalizer: Normalizer, column: pd.Series) -> tuple[pd.Ser
             pd.Series(reasons.to_numpy(dtype=object)[codes], index=column.index, dtype=object))
 
 
+def _split_room_addresses(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with "3-2-1801" in a 室号 column split into building, unit and room, when the
+    sheet has no 楼栋, 单元 or 地址 column (a 门牌号 column); other frames as they are."""
+    if "room" not in frame.columns or {"building", "unit", "address"} & set(frame.columns):
+        return frame
+    parts = as_text(frame["room"]).str.extract(_ROOM_AS_ADDRESS)
+    split = parts[0].notna()
+    if not split.any():
+        return frame
+    frame = frame.copy()
+    frame["building"] = _none(parts[0])
+    frame["unit"] = _none(parts[1])
+    frame["room"] = frame["room"].mask(split, parts[2])
+    return frame
+
+
 def normalize_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = None,
                     normalizers: Mapping[str, Normalizer] | None = None) -> NormalizedFrame:
     """Normalize every column of `frame` (columns = canonical fields, index = row numbers).
@@ -308,6 +365,7 @@ def normalize_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = N
     """
     labels = dict(labels or {})
     table = {**FIELD_NORMALIZERS, **(normalizers or {})}
+    frame = _split_room_addresses(frame)
     data = pd.DataFrame(index=frame.index)
     found: list[pd.DataFrame] = []
 
@@ -324,6 +382,14 @@ def normalize_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = N
 
     for field in frame.columns:
         clean, reasons = _by_unique_values(table.get(field, normalize_text), frame[field])
+        text = cell_strings(frame[field], strip=True)
+        failed = text.str.startswith("#")
+        if failed.any():  # few cells start with "#": the full pattern runs on those only
+            failed[failed] = text[failed].str.upper().str.fullmatch(_EXCEL_ERROR)
+            failed = failed.astype(bool)
+            reasons = reasons.mask(failed, "单元格是Excel的错误值" + text.astype(object)
+                                   + "（公式出错），请改成实际内容")
+            clean = clean.mask(failed, None)
         data[field] = clean
         collect(field, frame[field], reasons)
 

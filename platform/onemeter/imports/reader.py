@@ -863,6 +863,24 @@ def _decode(data: bytes) -> tuple[str, str]:
                           "请在Excel中另存为.xlsx或“CSV UTF-8（逗号分隔）”后上传")
 
 
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def _csv_delimiter(sample: str) -> str:
+    """The separator most lines of `sample` agree on: for each candidate, how many of the
+    first 50 non-blank lines hold its most common count (at least 2), then that count.
+    Comma, tab, semicolon (a European Excel's CSV) or bar; comma when nothing agrees."""
+    lines = [line for line in sample.splitlines()[:200] if line.strip()][:50]
+    best, chosen = (0, 0), ","
+    for candidate in _DELIMITERS:
+        counts = [line.count(candidate) for line in lines]
+        usual = max(set(counts), key=lambda n: (counts.count(n), n), default=0)
+        score = (counts.count(usual), usual) if usual >= 2 else (0, 0)
+        if score > best:
+            best, chosen = score, candidate
+    return chosen
+
+
 def _read_csv(data: bytes, limits: _Limits) -> RawSheet:
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise ImportFileError("文件是UTF-16编码的文本（Excel的“Unicode文本”），请在Excel中另存为“CSV UTF-8（逗号分隔）”后上传")
@@ -873,7 +891,7 @@ def _read_csv(data: bytes, limits: _Limits) -> RawSheet:
     stripped = sample.lstrip().lower()
     if stripped.startswith(("<html", "<!doctype", "<table", "<?xml")):
         raise ImportFileError("扩展名是.csv，但内容是网页或XML，不是CSV表格；请用Excel打开后另存为.xlsx再上传")
-    delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+    delimiter = _csv_delimiter(sample)
     rows: list[list[str]] = []
     width = 0
     cells = 0

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import Session
 
 from onemeter.database import db
 from onemeter.imports.headers import FIELD_NAMES
@@ -37,6 +38,7 @@ from onemeter.imports.ledger import (
     HOUSEHOLD_FIELDS,
     check_overrides,
     error_workbook,
+    pick_sheet,
     refusal_text,
     rollback_problems,
 )
@@ -163,13 +165,21 @@ def store_error_workbook(batch: ImportBatch, data: bytes) -> str:
     return f"{batch.tenant_id}/imports/errors-{digest}.xlsx"
 
 
-def read_batch(batch: ImportBatch) -> RawSheet:
-    """Read the batch's file with the reader's guards (ImportFileError, Chinese, if refused)."""
+def read_batch(batch: ImportBatch, *, sheet: str | None = None) -> RawSheet:
+    """Read the batch's file (its first visible sheet with data, or `sheet`) with the
+    reader's guards (ImportFileError, Chinese, if refused)."""
     return read_table(batch_file(batch), batch.filename,
                       max_bytes=int(setting("ONEMETER_IMPORT_MAX_BYTES")),
                       max_uncompressed_bytes=int(setting("ONEMETER_IMPORT_MAX_UNCOMPRESSED_BYTES")),
                       max_cells=int(setting("ONEMETER_IMPORT_MAX_CELLS")),
-                      max_rows=int(setting("ONEMETER_IMPORT_MAX_ROWS")))
+                      max_rows=int(setting("ONEMETER_IMPORT_MAX_ROWS")), sheet=sheet)
+
+
+def read_ledger(session: Session, batch: ImportBatch) -> RawSheet:
+    """`read_batch`, on the sheet that holds the ledger (`ledger.pick_sheet`: a workbook
+    opening with a 填表说明 sheet is read from its next sheet with a header)."""
+    return pick_sheet(session, batch.tenant_id, read_batch(batch), batch.mapping_overrides,
+                      lambda name: read_batch(batch, sheet=name))
 
 
 def _extension(filename: str) -> str:

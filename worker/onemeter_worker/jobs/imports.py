@@ -42,7 +42,7 @@ from onemeter.imports.models import (
     ImportBatch,
 )
 from onemeter.imports.reader import ImportFileError
-from onemeter.imports.service import ImportRefused, read_batch, setting, store_error_workbook
+from onemeter.imports.service import ImportRefused, read_ledger, setting, store_error_workbook
 from onemeter_worker.runner import JobContext
 
 #: Share of the progress bar per phase (per mille): reading, validating, writing.
@@ -126,7 +126,7 @@ def preview_import(ctx: JobContext, batch_id: int) -> dict[str, Any]:
     # The batch is changed only at the end: on SQLite an earlier write would lock the
     # database against the progress updates.
     try:
-        raw = read_batch(batch)
+        raw = read_ledger(db.session, batch)
     except ImportFileError as exc:
         result = _refuse_file(batch, exc)
         batch.preview_job_id = ctx.job_run_id
@@ -167,7 +167,7 @@ def commit_import(ctx: JobContext, batch_id: int) -> dict[str, Any]:
     report = _Reporter(ctx)
     report.send(0, "正在读取文件…")
     try:
-        raw = read_batch(batch)
+        raw = read_ledger(db.session, batch)
     except ImportFileError as exc:
         result = _refuse_file(batch, exc)
         batch.commit_job_id = ctx.job_run_id

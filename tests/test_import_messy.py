@@ -1,0 +1,244 @@
+"""A clerk's messier ledgers: merged 小区 cells, floors in addresses, 门牌号 columns, Excel's
+dates and error values where text belongs, placeholders, export wrappings, bracketed header
+notes, totals written inside a cell, a 填表说明 sheet first, CSVs with other separators.
+
+Each case was found by reading real-looking ledgers through the planner; each asserts what
+the clerk should get (the exact action, key or reason), on the run's database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import openpyxl
+import pandas as pd
+import pytest
+from flask import Flask
+
+from onemeter.database import db
+from onemeter.imports.headers import MERGED_FILL_LIMIT, fill_merged_down, split_address
+from onemeter.imports.ledger import pick_sheet, plan_households
+from onemeter.imports.normalize import (
+    normalize_dates,
+    normalize_flags,
+    normalize_id_numbers,
+    normalize_names,
+    normalize_phones,
+    normalize_room,
+    normalize_table,
+)
+from onemeter.imports.reader import RawSheet, read_table
+from onemeter.tenancy import TenantScope, use_scope
+
+LIMITS = {"max_bytes": 5 * 1024 * 1024, "max_uncompressed_bytes": 50 * 1024 * 1024,
+          "max_cells": 1_000_000}
+ID_1 = "11010519491231002X"
+
+
+@pytest.fixture
+def tenant(app: Flask, tenant_ids: dict[str, int]) -> Iterator[int]:
+    tenant_id = tenant_ids["pingdong"]
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        yield tenant_id
+        db.session.rollback()
+
+
+def xlsx(rows: list[list[Any]], setup: Any = None, *, title: str = "台账",
+         sheets: dict[str, list[list[Any]]] | None = None) -> bytes:
+    """A workbook whose first sheet (`title`) holds `rows` (then `setup(ws)`), then `sheets`."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = title
+    for row in rows:
+        ws.append(row)
+    if setup is not None:
+        setup(ws)
+    for name, more in (sheets or {}).items():
+        extra = wb.create_sheet(name)
+        for row in more:
+            extra.append(row)
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    return buffer.getvalue()
+
+
+def plan(tenant: int, data: bytes, filename: str = "台账.xlsx") -> pd.DataFrame:
+    return plan_households(db.session, tenant, read_table(data, filename, **LIMITS)).rows
+
+
+_SAFE = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥"
+
+
+def community(name: str) -> str:
+    """`name` with a suffix no other test uses (the run's database is shared), in characters
+    an address never splits on (no digits, letters or counters)."""
+    return name + "".join(random.choice(_SAFE) for _ in range(8))
+
+
+# --- merged cells, addresses, 门牌号 ----------------------------------------------------------
+
+def test_a_community_merged_down_over_its_households_names_every_row(tenant: int) -> None:
+    gui = community("桂园")
+
+    def merge(ws: Any) -> None:
+        ws.merge_cells("A2:A4")
+        ws.merge_cells("B2:B4")
+        ws.merge_cells("A5:E5")  # a section title across the row: not copied into columns
+
+    rows = plan(tenant, xlsx([["小区", "楼栋", "单元", "室号", "户主"],
+                              [gui, 3, 2, 101, "张三"], [None, None, 2, 102, "李四"],
+                              [None, None, 2, 103, "王五"], ["二、其他小区"]], merge))
+    created = rows[rows["action"] == "create"]
+    assert created["natural_key"].tolist() == ["3-2-101", "3-2-102", "3-2-103"]
+    assert set(created["community"]) == {gui}
+    assert 6 not in rows.index  # the section title is not a household (nor an error)
+
+
+def test_merged_fill_is_bounded_and_keeps_the_header_and_filled_cells() -> None:
+    rows = [["小区", "室号"], ["桂园", "1"], ["", "2"], ["建业", "3"], ["", "4"]]
+    filled = fill_merged_down(rows, [(0, 0, 1, 1), (1, 0, 4, 0)], start=1)
+    assert filled == 2  # rows 3 and 5; 建业 is its own value, the header range is skipped
+    assert [r[0] for r in rows] == ["小区", "桂园", "桂园", "建业", "桂园"]
+    assert MERGED_FILL_LIMIT >= 1_000_000
+
+
+def test_an_address_with_a_floor_is_split_and_never_names_a_staircase_community() -> None:
+    parts = split_address(pd.Series(["桂园小区3栋2单元18楼1801", "桂园小区3号楼二单元十二楼1201",
+                                     "桂园小区3栋2单元1801", "桂园小区3栋2单元18号1801"]))
+    assert parts["community"].tolist()[:3] == ["桂园小区"] * 3
+    assert parts[["building", "unit", "room"]].values.tolist()[:3] == [
+        ["3", "2", "1801"], ["3", "2", "1201"], ["3", "2", "1801"]]
+    # A form not understood is not split at all (the row is refused), rather than creating
+    # a community called "桂园小区3栋2单元".
+    assert parts.iloc[3].tolist() == [None, None, None, None]
+
+
+def test_a_door_number_column_is_split_and_ambiguous_digit_groups_are_refused(
+        tenant: int) -> None:
+    gui = community("桂园")
+    rows = plan(tenant, xlsx([["小区", "门牌号", "户主"], [gui, "3-2-1801", "张三"],
+                              [gui, "3-2-1802", "李四"], [gui, "32-1801", "王五"],
+                              [gui, "18楼1801", "赵六"], [gui, "1801", "钱七"]]))
+    assert rows["natural_key"].tolist()[:2] == ["3-2-1801", "3-2-1802"]
+    assert rows["action"].tolist() == ["create", "create", "error", "error", "create"]
+    assert "室号里有几段数字" in rows.loc[4, "reason"]  # not a duplicate of row 2 (3-2-1801)
+    assert "重复" not in rows.loc[4, "reason"]
+    assert rows.loc[6, "natural_key"] == "--1801"
+
+
+def test_rooms_buildings_that_excel_turned_into_dates_are_refused() -> None:
+    clean, reasons = normalize_room(pd.Series([dt.datetime(2021, 1, 2), dt.time(10, 1),
+                                               "1-1101", "1801.5", "１０２", 1801.0]))
+    assert clean.tolist() == [None, None, None, None, "102", "1801"]
+    assert "存成了日期或时间" in reasons[0] and "存成了日期或时间" in reasons[1]
+    assert "几段数字" in reasons[2] and "几段数字" in reasons[3]
+
+
+def test_an_address_column_beside_room_columns_names_the_community(tenant: int) -> None:
+    gui, road = community("桂园小区"), community("平桥区建设路12号")
+    rows = plan(tenant, xlsx([["地址", "楼栋", "单元", "室号", "户主"],
+                              [gui, 3, 2, 101, "张三"], [road, 1, 1, 101, "李四"]]))
+    assert rows["action"].tolist() == ["create", "create"]
+    assert rows["community"].tolist() == [gui, road]
+
+
+# --- Excel's error values, placeholders, wrappings ------------------------------------------
+
+def test_excel_error_values_are_refused_with_what_went_wrong(tenant: int) -> None:
+    gui = community("桂园")
+    csv = (f"小区,楼栋,单元,室号,户主,电话\n{gui},3,2,#N/A,张三,\n{gui},#REF!,2,102,李四,\n"
+           f"{gui},3,2,103,#VALUE!,13812345678\n{gui},3,2,104,王五,13812345679\n")
+    rows = plan(tenant, csv.encode("utf-8"), "台账.csv")
+    assert rows["action"].tolist() == ["error", "error", "error", "create"]
+    assert "Excel的错误值#N/A" in rows.loc[2, "reason"] and "缺少室号" not in rows.loc[2, "reason"]
+    assert "Excel的错误值#REF!" in rows.loc[3, "reason"]
+    assert "Excel的错误值#VALUE!" in rows.loc[4, "reason"]
+
+
+def test_placeholders_mean_empty_and_export_wrappings_are_removed() -> None:
+    phones, reasons = normalize_phones(pd.Series(
+        ["'13812345678", '="13812345678"', "无", "/", "—", "0376 1234567", "（0376）1234567",
+         "03761234567", "13812345"]))
+    assert phones.tolist() == ["13812345678", "13812345678", None, None, None,
+                               "0376-1234567", "0376-1234567", "03761234567", None]
+    assert reasons.notna().tolist() == [False] * 8 + [True]
+    ids, id_reasons = normalize_id_numbers(pd.Series([f"'{ID_1}", f'="{ID_1}"', "暂无", "/"]))
+    assert ids.tolist() == [ID_1, ID_1, None, None] and id_reasons.isna().all()
+    flags, flag_reasons = normalize_flags(pd.Series(["/", "无", "是", "-"]))
+    assert flags.tolist() == [False, False, True, False] and flag_reasons.isna().all()
+    dates, date_reasons = normalize_dates(pd.Series(["2021年5月3号", "/"]))
+    assert dates.tolist() == [dt.date(2021, 5, 3), None] and date_reasons.isna().all()
+
+
+def test_two_names_on_two_lines_of_one_cell_stay_two_names() -> None:
+    owners, _ = normalize_names(pd.Series(["张三\n李四", "张 三", "王五\n", None]))
+    assert owners.tolist() == ["张三、李四", "张三", "王五", None]
+    # Elsewhere a line break is a space as before: 桂园\n小区 is one community name.
+    table = normalize_table(pd.DataFrame({"community": ["桂园\n小区"], "room": ["101"]}))
+    assert table.data["community"].tolist() == ["桂园小区"]
+
+
+# --- headers, totals, sheets, separators ------------------------------------------------------
+
+def test_bracketed_notes_and_common_spellings_in_headers_are_recognized(tenant: int) -> None:
+    gui = community("桂园")
+    data = xlsx([["小区", "楼栋号", "单元", "房号（室）", "住户姓名", "联系电话（手机）",
+                  "身份证号码（18位）", "是否自愿不改造（是/否）"],
+                 [gui, 3, 2, 101, "张三", "13812345678", ID_1, "是"]])
+    found = plan_households(db.session, tenant, read_table(data, "台账.xlsx", **LIMITS))
+    assert set(found.mapping["fields"]) == {"community", "building", "unit", "room",
+                                            "owner_name", "phone", "id_number", "opted_out"}
+    assert bool(found.rows.loc[2, "opted_out"]) is True
+
+
+def test_totals_inside_a_cell_and_more_footers_are_not_households(tenant: int) -> None:
+    gui = community("桂园小区")
+    found = plan_households(db.session, tenant, read_table(xlsx([
+        ["小区", "楼栋", "单元", "室号", "户主"],
+        [gui, 3, 2, 101, "张三"],
+        [f"{gui}合计", None, None, None, "1户"],
+        ["共计", None, None, None, "1户"],
+        ["填报单位：平桥办事处"], ["经办人：郑一"], ["单位（盖章）："],
+    ]), "台账.xlsx", **LIMITS))
+    assert found.rows["action"].tolist() == ["create"]
+    assert dict(found.data.skipped) == {3: "小计/合计行", 4: "小计/合计行",
+                                        5: "表尾（填表人/审核人/备注）",
+                                        6: "表尾（填表人/审核人/备注）",
+                                        7: "表尾（填表人/审核人/备注）"}
+
+
+def test_a_workbook_opening_with_an_instructions_sheet_is_read_from_its_ledger(
+        tenant: int) -> None:
+    gui = community("桂园")
+    data = xlsx([["填表说明"], ["1. 每户一行"], ["2. 室号只填数字"]], title="填表说明", sheets={
+        "台账": [["小区", "楼栋", "单元", "室号", "户主"], [gui, 3, 2, 101, "张三"]]})
+    first = read_table(data, "台账.xlsx", **LIMITS)
+    assert first.sheet_name == "填表说明" and first.sheet_names == ("填表说明", "台账")
+
+    def read(name: str) -> RawSheet:
+        return read_table(data, "台账.xlsx", sheet=name, **LIMITS)
+
+    chosen = pick_sheet(db.session, tenant, first, None, read)
+    assert chosen.rows[0][0] == "小区"
+    found = plan_households(db.session, tenant, chosen)
+    assert found.counts["create"] == 1
+    assert found.mapping["sheet"] == "台账"
+    assert found.mapping["sheets"] == ["填表说明", "台账"]
+    # A sheet with a header is kept even when a later sheet also has one.
+    assert pick_sheet(db.session, tenant, chosen, None, read) is chosen
+
+
+@pytest.mark.parametrize("separator", [";", "|", "\t"])
+def test_csv_separators_other_than_commas_are_recognized(tenant: int, separator: str) -> None:
+    gui = community("桂园")
+    lines = ["平桥区一户一表改造工作台账", separator.join(["小区", "楼栋", "单元", "室号", "户主",
+                                                          "备注"]),
+             separator.join([gui, "3", "2", "1801", "张三", "1,2,3,4,5,6,7,8"]),
+             separator.join([gui, "3", "2", "1802", "李四", "1,2,3,4,5,6,7,8"])]
+    rows = plan(tenant, "\n".join(lines).encode("gbk"), "台账.csv")
+    assert rows["natural_key"].tolist() == ["3-2-1801", "3-2-1802"]
+    assert rows["action"].tolist() == ["create", "create"]
