@@ -87,34 +87,48 @@ def test_a_community_merged_down_over_its_households_names_every_row(tenant: int
     def merge(ws: Any) -> None:
         ws.merge_cells("A2:A4")
         ws.merge_cells("B2:B4")
-        ws.merge_cells("A5:E5")  # a section title across the row: not copied into columns
+        ws.merge_cells("A5:E6")  # a section title over two rows: not copied down
 
     rows = plan(tenant, xlsx([["小区", "楼栋", "单元", "室号", "户主"],
                               [gui, 3, 2, 101, "张三"], [None, None, 2, 102, "李四"],
-                              [None, None, 2, 103, "王五"], ["二、其他小区"]], merge))
+                              [None, None, 2, 103, "王五"], ["二、其他小区"], [None]], merge))
     created = rows[rows["action"] == "create"]
     assert created["natural_key"].tolist() == ["3-2-101", "3-2-102", "3-2-103"]
     assert set(created["community"]) == {gui}
-    assert 6 not in rows.index  # the section title is not a household (nor an error)
+    # The title's first row reads as a community without a room (the clerk sees it in the
+    # error list); its second row stays empty instead of becoming a second such error.
+    assert rows.loc[5, "action"] == "error" and 6 not in rows.index
 
 
-def test_merged_fill_is_bounded_and_keeps_the_header_and_filled_cells() -> None:
+def test_merged_fill_is_bounded_and_keeps_the_header_and_filled_cells(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [["小区", "室号"], ["桂园", "1"], ["", "2"], ["建业", "3"], ["", "4"]]
-    filled = fill_merged_down(rows, [(0, 0, 1, 1), (1, 0, 4, 0)], start=1)
+    filled = fill_merged_down(rows, [(0, 0, 1, 1), (1, 0, 4, 0), (3, 1, 4, 1)], start=1)
     assert filled == 2  # rows 3 and 5; 建业 is its own value, the header range is skipped
     assert [r[0] for r in rows] == ["小区", "桂园", "桂园", "建业", "桂园"]
+    # Ranges wider than a column are not filled; overlapping ranges count every cell looked
+    # at, so a pile of them (a hostile file) stops at the limit instead of walking on.
+    rows = [["a", "b"]] + [["", ""] for _ in range(10)]
+    assert fill_merged_down(rows, [(1, 0, 10, 1)], start=1) == 0
+    rows[1] = ["桂园", ""]
+    monkeypatch.setattr("onemeter.imports.headers.MERGED_FILL_LIMIT", 15)
+    assert fill_merged_down(rows, [(1, 0, 10, 0)] * 1000, start=1) == 9  # 9 + 9 > 15: stop
     assert MERGED_FILL_LIMIT >= 1_000_000
 
 
 def test_an_address_with_a_floor_is_split_and_never_names_a_staircase_community() -> None:
     parts = split_address(pd.Series(["桂园小区3栋2单元18楼1801", "桂园小区3号楼二单元十二楼1201",
-                                     "桂园小区3栋2单元1801", "桂园小区3栋2单元18号1801"]))
+                                     "桂园小区3栋2单元1801", "桂园小区3栋2单元18号1801",
+                                     "建设路12号1楼101", "建设路12号2楼101"]))
     assert parts["community"].tolist()[:3] == ["桂园小区"] * 3
     assert parts[["building", "unit", "room"]].values.tolist()[:3] == [
         ["3", "2", "1801"], ["3", "2", "1201"], ["3", "2", "1801"]]
     # A form not understood is not split at all (the row is refused), rather than creating
     # a community called "桂园小区3栋2单元".
     assert parts.iloc[3].tolist() == [None, None, None, None]
+    # A floor only after a unit: here 12号 is the street number and 1楼, 2楼 the buildings.
+    assert parts.iloc[4].tolist() == ["建设路12号", "1", None, "101"]
+    assert parts.iloc[5].tolist() == ["建设路12号", "2", None, "101"]
 
 
 def test_a_door_number_column_is_split_and_ambiguous_digit_groups_are_refused(
@@ -141,9 +155,12 @@ def test_rooms_buildings_that_excel_turned_into_dates_are_refused() -> None:
 def test_an_address_column_beside_room_columns_names_the_community(tenant: int) -> None:
     gui, road = community("桂园小区"), community("平桥区建设路12号")
     rows = plan(tenant, xlsx([["地址", "楼栋", "单元", "室号", "户主"],
-                              [gui, 3, 2, 101, "张三"], [road, 1, 1, 101, "李四"]]))
-    assert rows["action"].tolist() == ["create", "create"]
-    assert rows["community"].tolist() == [gui, road]
+                              [gui, 3, 2, 101, "张三"], [road, 1, 1, 101, "李四"],
+                              [f"{gui}3号楼2单元", 3, 2, 102, "王五"]]))
+    assert rows["action"].tolist() == ["create", "create", "error"]
+    assert rows["community"].tolist()[:2] == [gui, road]
+    # An address naming a staircase is not a community name: refused, not created.
+    assert pd.isna(rows.loc[4, "community"]) and "缺少小区名称" in rows.loc[4, "reason"]
 
 
 # --- Excel's error values, placeholders, wrappings ------------------------------------------
@@ -193,6 +210,11 @@ def test_bracketed_notes_and_common_spellings_in_headers_are_recognized(tenant: 
     assert set(found.mapping["fields"]) == {"community", "building", "unit", "room",
                                             "owner_name", "phone", "id_number", "opted_out"}
     assert bool(found.rows.loc[2, "opted_out"]) is True
+    # A note saying the column holds part of the value keeps it out of the field.
+    partial = plan_households(db.session, tenant, read_table(xlsx([
+        ["小区", "室号", "身份证号（后六位）"], [gui, 101, "01002X"]]), "台账.xlsx", **LIMITS))
+    assert "id_number" not in partial.mapping["fields"]
+    assert partial.rows["action"].tolist() == ["create"]
 
 
 def test_totals_inside_a_cell_and_more_footers_are_not_households(tenant: int) -> None:
@@ -230,6 +252,17 @@ def test_a_workbook_opening_with_an_instructions_sheet_is_read_from_its_ledger(
     assert found.mapping["sheets"] == ["填表说明", "台账"]
     # A sheet with a header is kept even when a later sheet also has one.
     assert pick_sheet(db.session, tenant, chosen, None, read) is chosen
+
+
+def test_a_comma_csv_with_tab_kept_numbers_and_commas_in_quotes_stays_a_comma_csv(
+        tenant: int) -> None:
+    gui = community("桂园")
+    lines = ["小区,楼栋,单元,室号,户主,电话,身份证号,备注"] + [
+        f'{gui},3,2,{180 + n},张三,"1381234567{n}\t","{ID_1}\t","{n},需核对,已通知"'
+        for n in range(4)]
+    rows = plan(tenant, "\n".join(lines).encode("utf-8"), "台账.csv")
+    assert rows["natural_key"].tolist() == ["3-2-180", "3-2-181", "3-2-182", "3-2-183"]
+    assert rows["phone"].tolist() == [f"1381234567{n}" for n in range(4)]
 
 
 @pytest.mark.parametrize("separator", [";", "|", "\t"])

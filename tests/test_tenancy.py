@@ -278,6 +278,50 @@ def test_a_household_naming_a_sub_district_that_does_not_exist_is_refused(
                 {"t": tenant, "c": community_id, "k": "1-1-101"}) == 1
 
 
+def _undo_record_check_holds_on_postgresql(stack, scope: dict[str, str], tenant: int,
+                                          batch_id: int, missing: int) -> None:
+    """What the declared key also guaranteed, for 0012's triggers: a temporary table named
+    om_import_batch does not stand in for the real one; a delete under REPEATABLE READ is
+    refused (its snapshot could miss a concurrent import's records); TRUNCATE … CASCADE of
+    the batches empties the records (rolled back: the run's database is shared)."""
+    engine = sa.create_engine(stack.app_url)
+    try:
+        with engine.connect() as connection:
+            for key, value in scope.items():
+                connection.execute(sa.text("SELECT set_config(:k, :v, false)"),
+                                   {"k": key, "v": value})
+            connection.exec_driver_sql(
+                "CREATE TEMP TABLE om_import_batch (tenant_id integer, id integer)")
+            connection.execute(sa.text("INSERT INTO om_import_batch VALUES (:t, :m)"),
+                               {"t": tenant, "m": missing})
+            with pytest.raises(sa.exc.IntegrityError, match="(?i)foreign key"):
+                connection.execute(sa.text(
+                    "INSERT INTO om_import_row (tenant_id, batch_id, row_number, action) "
+                    "VALUES (:t, :m, 1, 'create')"), {"t": tenant, "m": missing})
+            connection.rollback()
+        with engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            for key, value in scope.items():
+                connection.execute(sa.text("SELECT set_config(:k, :v, true)"),
+                                   {"k": key, "v": value})
+            with pytest.raises(sa.exc.OperationalError, match="READ COMMITTED"):
+                connection.execute(sa.text("DELETE FROM om_import_batch WHERE id = :b"),
+                                   {"b": batch_id})
+            connection.rollback()
+    finally:
+        engine.dispose()
+    owner = sa.create_engine(stack.owner_url)
+    try:
+        with owner.connect() as connection:
+            connection.exec_driver_sql("SELECT set_config('app.all_tenants', 'on', true)")
+            assert connection.exec_driver_sql("SELECT count(*) FROM om_import_row").scalar()
+            connection.exec_driver_sql("TRUNCATE om_import_batch CASCADE")
+            assert connection.exec_driver_sql("SELECT count(*) FROM om_import_row").scalar() == 0
+            connection.rollback()
+    finally:
+        owner.dispose()
+
+
 def test_an_undo_record_names_an_existing_batch_of_its_own_sub_district(
         app, stack, tenant_ids):
     """om_import_row → om_import_batch: a declared key on SQLite, a check per statement on
@@ -314,6 +358,8 @@ def test_an_undo_record_names_an_existing_batch_of_its_own_sub_district(
     with pytest.raises(sa.exc.IntegrityError, match="(?i)foreign key"):
         _raw(stack, scope, "UPDATE om_import_batch SET id = :m WHERE id = :b",
              {"m": missing, "b": batches[own]})
+    if stack.app_url.startswith("postgresql"):
+        _undo_record_check_holds_on_postgresql(stack, scope, own, batches[own], missing)
     assert _raw(stack, scope, "DELETE FROM om_import_batch WHERE tenant_id = :t AND id = :b",
                 {"t": own, "b": batches[own]}) == 1
     assert _raw(stack, scope, count, {"t": own, "b": batches[own]}) == [(0,)]

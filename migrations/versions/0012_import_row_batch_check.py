@@ -10,8 +10,13 @@ The check keeps what the key guaranteed:
 - every inserted or updated record names an existing batch of its own sub-district (one
   anti-join over the statement's new rows); the batches are locked FOR KEY SHARE first, so a
   batch deleted meanwhile is either waited for (then reported missing) or kept until commit;
-- deleting a batch deletes its records (the key's ON DELETE CASCADE), in the same statement;
+- deleting a batch deletes its records (the key's ON DELETE CASCADE), in the same statement,
+  under READ COMMITTED (under REPEATABLE READ a concurrent import's records could escape the
+  deleting statement's snapshot, so such a delete is refused with 40001, as the key did);
+  truncating the batches truncates the records;
 - a batch's (tenant_id, id) never changes while records name it.
+The functions name their tables through `search_path = public, pg_temp`, so a caller's
+temporary table cannot stand in for om_import_batch.
 A violation is SQLSTATE 23503 (foreign_key_violation) naming the old constraint, as before.
 The functions run with the caller's rights: row-level security lets an import see, lock and
 delete only its own sub-district's batches, which is stricter than the key (it bypassed RLS).
@@ -32,7 +37,8 @@ depends_on = None
 _KEY = 'om_import_row_tenant_id_batch_id_fkey'
 
 _FUNCTIONS = f"""
-CREATE FUNCTION om_import_row_batch_check() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION om_import_row_batch_check() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp AS $$
 BEGIN
     PERFORM 1 FROM om_import_batch b
         JOIN (SELECT DISTINCT tenant_id, batch_id FROM om_new_rows) n
@@ -50,14 +56,29 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION om_import_batch_delete_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION om_import_batch_delete_rows() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp AS $$
 BEGIN
+    -- Under REPEATABLE READ the DELETE below would not see records a concurrent import
+    -- committed after this transaction's snapshot (the key raised 40001 there): refused.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'import batches are deleted under READ COMMITTED only'
+            USING ERRCODE = 'serialization_failure';
+    END IF;
     DELETE FROM om_import_row r USING om_gone_batches g
         WHERE r.tenant_id = g.tenant_id AND r.batch_id = g.id;
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION om_import_batch_key_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION om_import_batch_truncate_rows() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp AS $$
+BEGIN
+    TRUNCATE om_import_row;  -- what TRUNCATE … CASCADE did through the key
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION om_import_batch_key_fixed() RETURNS trigger LANGUAGE plpgsql
+SET search_path = public, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM om_import_row r
                WHERE r.tenant_id = OLD.tenant_id AND r.batch_id = OLD.id) THEN
@@ -80,6 +101,8 @@ _TRIGGERS = (
     "CREATE TRIGGER om_import_batch_delete_rows AFTER DELETE ON om_import_batch "
     "REFERENCING OLD TABLE AS om_gone_batches FOR EACH STATEMENT "
     "EXECUTE FUNCTION om_import_batch_delete_rows()",
+    "CREATE TRIGGER om_import_batch_truncate_rows BEFORE TRUNCATE ON om_import_batch "
+    "FOR EACH STATEMENT EXECUTE FUNCTION om_import_batch_truncate_rows()",
     "CREATE TRIGGER om_import_batch_key_fixed BEFORE UPDATE OF tenant_id, id "
     "ON om_import_batch FOR EACH ROW WHEN "
     "(OLD.tenant_id IS DISTINCT FROM NEW.tenant_id OR OLD.id IS DISTINCT FROM NEW.id) "
@@ -90,9 +113,11 @@ _DROP = (
     "DROP TRIGGER IF EXISTS om_import_row_batch_check_insert ON om_import_row",
     "DROP TRIGGER IF EXISTS om_import_row_batch_check_update ON om_import_row",
     "DROP TRIGGER IF EXISTS om_import_batch_delete_rows ON om_import_batch",
+    "DROP TRIGGER IF EXISTS om_import_batch_truncate_rows ON om_import_batch",
     "DROP TRIGGER IF EXISTS om_import_batch_key_fixed ON om_import_batch",
     "DROP FUNCTION IF EXISTS om_import_row_batch_check()",
     "DROP FUNCTION IF EXISTS om_import_batch_delete_rows()",
+    "DROP FUNCTION IF EXISTS om_import_batch_truncate_rows()",
     "DROP FUNCTION IF EXISTS om_import_batch_key_fixed()",
 )
 

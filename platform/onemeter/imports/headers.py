@@ -173,13 +173,22 @@ def _candidate(labels: dict[int, tuple[str, list[str]]], lookup: dict[str, str],
             {k: tuple(v) for k, v in extra.items()}, tuple(from_hidden))
 
 
+#: Words in a bracketed note that make a column something else than its field: 身份证号（后六位）
+#: holds part of an ID number, not one.
+_PARTIAL_NOTE = re.compile(r"[前后末尾]|部分|脱敏|隐藏|掩码|\*")
+
+
 def _with_plain(keys: Iterable[str]) -> Iterator[str]:
     """Each header key, then the same without a trailing note in brackets: "是否自愿不改造（是/否）",
-    "联系电话（手机）", "身份证号码（18位）" also match their field's spellings."""
+    "联系电话（手机）", "身份证号码（18位）" also match their field's spellings (not a note saying
+    the column holds part of the value: 身份证号（后六位））."""
     for key in keys:
         yield key
         plain = key
         while plain.endswith(")") and "(" in plain:
+            note = plain[plain.rindex("("):]
+            if _PARTIAL_NOTE.search(note):
+                break
             plain = plain[:plain.rindex("(")]
             if plain:
                 yield plain
@@ -321,8 +330,8 @@ def cell_strings(column: pd.Series, *, strip: bool = False) -> pd.Series:
     return text.str.strip() if strip else text
 
 
-#: At most this many cells are filled down from merged ranges (a hostile file's ranges may
-#: overlap; a real ledger's are a few thousand cells).
+#: At most this many cells are looked at to fill merged ranges down (a hostile file's ranges
+#: may overlap by the million; a real ledger's cover a few thousand cells).
 MERGED_FILL_LIMIT = 2_000_000
 
 
@@ -331,23 +340,26 @@ def fill_merged_down(rows: list[list[Any]], merged: Sequence[tuple[int, int, int
     """Repeat the value of each range merged down over data rows into the cells below it, in
     place: a ledger merges 小区 (and 楼栋) over a community's households, and only the range's
     first cell holds the value. Only ranges starting at or below `start` (the first data row)
-    and only down their first column: a merge across columns is a section title or a remark,
-    not a value of every column. Returns the number of cells filled."""
-    filled = 0
-    for first_row, first_col, last_row, _last_col in merged:
-        if first_row < start or last_row <= first_row or first_row >= len(rows):
+    and one column wide: a merge across columns is a section title or a remark, not a value.
+    At most MERGED_FILL_LIMIT cells are looked at. Returns the number of cells filled."""
+    filled = visited = 0
+    for first_row, first_col, last_row, last_col in merged:
+        if (first_row < start or last_row <= first_row or last_col > first_col
+                or first_row >= len(rows)):
             continue
         head = rows[first_row]
         if first_col >= len(head) or not _filled(head[first_col]):
             continue
         value = head[first_col]
-        for r in range(first_row + 1, min(last_row, len(rows) - 1) + 1):
+        stop = min(last_row, len(rows) - 1)
+        visited += stop - first_row  # overlapping ranges of a hostile file: cells looked at
+        if visited > MERGED_FILL_LIMIT:
+            break
+        for r in range(first_row + 1, stop + 1):
             row = rows[r]
             if first_col < len(row) and not _filled(row[first_col]):
                 row[first_col] = value
                 filled += 1
-        if filled > MERGED_FILL_LIMIT:
-            break
     return filled
 
 
@@ -442,13 +454,14 @@ _NUM = "0-9零〇○一二两三四五六七八九十百"
 _ADDRESS_WITH_COUNTERS = (
     rf"^(?P<community>.*?)\s*"
     rf"(?P<building>[{_NUM}A-Za-z]+)\s*(?:号楼|栋|幢|座|#|号|楼)\s*[-—]?\s*"
-    rf"(?:(?P<unit>[{_NUM}A-Za-z]+)\s*(?:单元|[-—]))?\s*"
-    rf"(?:[{_NUM}]+\s*[楼层]\s*)?"  # a floor ("18楼1801"): not part of the household's key
+    # A floor after a unit ("2单元18楼1801") is not part of the household's key. Only there:
+    # "建设路12号1楼101" is street number 12, building 1, room 101, not building 12, floor 1.
+    rf"(?:(?P<unit>[{_NUM}A-Za-z]+)\s*(?:单元|[-—])\s*(?:[{_NUM}]+\s*[楼层]\s*)?)?\s*"
     rf"(?P<room>[{_NUM}A-Za-z]+)\s*(?:室|号|户)?$"
 )
 #: A "community" still holding a building or unit: the address has a form not understood
 #: ("…3栋2单元18F1801"), and guessing would create a community named after a staircase.
-_COUNTER_LEFT = rf"[{_NUM}]\s*(?:号楼|栋|幢|单元)"
+COUNTER_LEFT = rf"[{_NUM}]\s*(?:号楼|栋|幢|单元)"
 _ADDRESS_DASHED = (
     r"^(?P<community>.*?)\s*"
     r"(?P<building>[0-9]+[A-Za-z]?)\s*[-—#]\s*"
@@ -474,7 +487,7 @@ def split_address(series: pd.Series) -> pd.DataFrame:
     found = found.mask(use_dashed, dashed, axis=0)
     result = pd.DataFrame(index=series.index)
     community = found["community"].str.replace(r"[\s,，、:：-]+$", "", regex=True).str.strip()
-    found = found.mask(community.str.contains(_COUNTER_LEFT, regex=True).fillna(False), None)
+    found = found.mask(community.str.contains(COUNTER_LEFT, regex=True).fillna(False), None)
     community = community.where(found["room"].notna())
     result["community"] = community.where(community.str.len() > 0).astype(object)
     for part in _PARTS:

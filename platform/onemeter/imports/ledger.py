@@ -67,6 +67,7 @@ from onemeter.audit import append_entries, jsonable
 from onemeter.exports import write_report
 from onemeter.imports.headers import (
     CORE_ALIASES,
+    COUNTER_LEFT,
     FIELD_NAMES,
     DataRows,
     HeaderMatch,
@@ -468,8 +469,9 @@ def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
         parts = split_address(frame["address"])
         community = parts["community"]
         if "room" in frame.columns:  # beside its own 室号 column, an address that is not one
-            community = community.where(community.notna(),  # names the community
-                                        d["address"].where(parts["room"].isna()))
+            named = parts["room"].isna() & ~cell_strings(d["address"]).str.contains(  # names
+                COUNTER_LEFT, regex=True)  # the community; one naming a staircase does not
+            community = community.where(community.notna(), d["address"].where(named))
         d["community"] = community
     for name in ("community", "building", "unit", "room", *UPDATABLE):
         if name not in d.columns:

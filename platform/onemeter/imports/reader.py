@@ -864,13 +864,16 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 
 _DELIMITERS = (",", "\t", ";", "|")
+#: A quoted field (its separators are text: "13812345670\t" keeps Excel off a long number).
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
 
 
 def _csv_delimiter(sample: str) -> str:
     """The separator most lines of `sample` agree on: for each candidate, how many of the
-    first 50 non-blank lines hold its most common count (at least 2), then that count.
+    first 50 non-blank lines hold its most common count (at least 2; quoted fields left out),
+    then that count.
     Comma, tab, semicolon (a European Excel's CSV) or bar; comma when nothing agrees."""
-    lines = [line for line in sample.splitlines()[:200] if line.strip()][:50]
+    lines = [_QUOTED.sub('""', line) for line in sample.splitlines()[:200] if line.strip()][:50]
     best, chosen = (0, 0), ","
     for candidate in _DELIMITERS:
         counts = [line.count(candidate) for line in lines]
