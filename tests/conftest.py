@@ -104,6 +104,19 @@ def tenant_ids(app: Flask) -> dict[str, int]:
     return ids(app)
 
 
+@pytest.fixture
+def pingdong_scope(app: Flask, tenant_ids: dict[str, int]) -> Iterator[int]:
+    """平东办事处's id, inside an app context with its scope (read and write) on the session;
+    what the test left uncommitted is rolled back."""
+    from onemeter.database import db
+    from onemeter.tenancy import TenantScope, use_scope
+
+    tenant_id = tenant_ids["pingdong"]
+    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
+        yield tenant_id
+        db.session.rollback()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     from tests.support import report
 

@@ -15,14 +15,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openpyxl
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 
 from onemeter.database import db
 from onemeter.imports.ledger import (
@@ -41,7 +39,6 @@ from onemeter.imports.models import COMMITTED, ROLLED_BACK, ImportBatch, ImportR
 from onemeter.imports.reader import ImportFileError, RawSheet, read_table
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.registry.normalize import household_key
-from onemeter.tenancy import TenantScope, use_scope
 
 TITLE = "平桥区一户一表改造工作台账"
 FILLER = "填报单位：平桥办事处  填报日期：2021年8月1日"
@@ -159,12 +156,9 @@ def commit(tenant_id: int, data: bytes) -> tuple[ImportBatch, dict[str, int]]:
 
 
 @pytest.fixture
-def tenant(app: Flask, tenant_ids: dict[str, int]) -> Iterator[int]:
+def tenant(pingdong_scope: int) -> int:
     """平东办事处's scope (read and write), inside an app context."""
-    tenant_id = tenant_ids["pingdong"]
-    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
-        yield tenant_id
-        db.session.rollback()
+    return pingdong_scope
 
 
 @pytest.fixture

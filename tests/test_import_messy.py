@@ -11,13 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import openpyxl
 import pandas as pd
 import pytest
-from flask import Flask
 
 from onemeter.database import db
 from onemeter.imports.headers import MERGED_FILL_LIMIT, fill_merged_down, split_address
@@ -32,7 +30,6 @@ from onemeter.imports.normalize import (
     normalize_table,
 )
 from onemeter.imports.reader import RawSheet, read_table
-from onemeter.tenancy import TenantScope, use_scope
 
 LIMITS = {"max_bytes": 5 * 1024 * 1024, "max_uncompressed_bytes": 50 * 1024 * 1024,
           "max_cells": 1_000_000}
@@ -40,11 +37,9 @@ ID_1 = "11010519491231002X"
 
 
 @pytest.fixture
-def tenant(app: Flask, tenant_ids: dict[str, int]) -> Iterator[int]:
-    tenant_id = tenant_ids["pingdong"]
-    with app.app_context(), use_scope(TenantScope.tenant(tenant_id), db.session):
-        yield tenant_id
-        db.session.rollback()
+def tenant(pingdong_scope: int) -> int:
+    """平东办事处's scope (read and write), inside an app context."""
+    return pingdong_scope
 
 
 def xlsx(rows: list[list[Any]], setup: Any = None, *, title: str = "台账",
