@@ -270,3 +270,14 @@ def test_csv_separators_other_than_commas_are_recognized(tenant: int, separator:
     rows = plan(tenant, "\n".join(lines).encode("gbk"), "台账.csv")
     assert rows["natural_key"].tolist() == ["3-2-1801", "3-2-1802"]
     assert rows["action"].tolist() == ["create", "create"]
+
+
+def test_an_error_sample_shows_a_refused_cell_as_the_clerk_wrote_it(tenant: int) -> None:
+    gui = community("桂园")
+    found = plan_households(db.session, tenant, read_table(xlsx([
+        ["小区", "楼栋", "单元", "室号", "户主", "电话", "是否自愿不改造"],
+        [gui, 3, 2, "1-1101", "张三", "1381234", "/"]]), "台账.xlsx", **LIMITS))
+    (sample,) = found.samples()["error"]
+    assert sample["room"] == "1-1101" and sample["phone"] == "1381234"
+    assert sample["building"] == "3" and sample["owner_name"] == "张三"
+    assert sample["opted_out"] is False  # "/" is a placeholder: shown as not opted out

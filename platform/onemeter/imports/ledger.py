@@ -139,6 +139,11 @@ def _noop(done: int, total: int, message: str) -> None:
 # The plan
 
 
+#: Sample columns an error row shows as written when its cleaned value is empty (a refused
+#: 室号 "1-1101" rather than a blank); not 是否自愿不改造, whose column shows 是 or nothing.
+_AS_WRITTEN = ("community", "building", "unit", "room", "owner_name", "phone", "id_number")
+
+
 @dataclass
 class ImportPlan:
     """What a commit would do, row by row (a dry run: nothing is written)."""
@@ -175,7 +180,10 @@ class ImportPlan:
                 if action == UPDATE:
                     item["changes"] = jsonable(row.get("changes"))
                 if action == ERROR:
-                    item["source"] = self.source_of(int(number))
+                    item["source"] = source = self.source_of(int(number))
+                    for key in _AS_WRITTEN:  # a refused cell is shown as the clerk wrote it
+                        if item.get(key) in (None, "") and source.get(key) not in (None, ""):
+                            item[key] = source[key]
                 items.append(item)
             out[action] = items
         return out
