@@ -281,3 +281,26 @@ def test_an_error_sample_shows_a_refused_cell_as_the_clerk_wrote_it(tenant: int)
     assert sample["room"] == "1-1101" and sample["phone"] == "1381234"
     assert sample["building"] == "3" and sample["owner_name"] == "张三"
     assert sample["opted_out"] is False  # "/" is a placeholder: shown as not opted out
+
+
+@pytest.mark.parametrize("title", [["小区名称：{name}  填报日期：2021年8月1日"],
+                                   ["填报单位：平桥办事处", "小区名称：", None, "{name}"]])
+def test_a_sheet_of_one_community_named_in_its_title_line(tenant: int,
+                                                          title: list[Any]) -> None:
+    gui = community("桂园小区")
+    first = [cell.format(name=gui) if isinstance(cell, str) else cell for cell in title]
+    found = plan_households(db.session, tenant, read_table(xlsx([
+        ["平桥区一户一表改造工作台账"], first, ["楼栋", "单元", "室号", "户主"],
+        [3, 2, 101, "张三"], [3, 2, 102, "李四"]]), "台账.xlsx", **LIMITS))
+    assert found.rows["action"].tolist() == ["create", "create"]
+    assert set(found.rows["community"]) == {gui}
+    assert found.mapping["title_community"] == gui
+
+
+def test_a_sheet_without_community_column_or_title_is_refused_in_words(tenant: int) -> None:
+    from onemeter.imports.reader import ImportFileError
+
+    with pytest.raises(ImportFileError, match="小区名称"):
+        plan_households(db.session, tenant, read_table(xlsx([
+            ["平桥区一户一表改造工作台账"], ["楼栋", "单元", "室号", "户主"], [3, 2, 101, "张三"]]),
+            "台账.xlsx", **LIMITS))

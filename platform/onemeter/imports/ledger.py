@@ -48,9 +48,11 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import signal
 import time
 import traceback
+import unicodedata
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -360,6 +362,9 @@ class _Sheet:
     #: again, with what earlier blocks have just written.
     households: pd.DataFrame | None = None
     households_of: set[int] = field(default_factory=set)
+    #: The community every row belongs to, from a title line ("小区名称：桂园小区") of a sheet
+    #: with neither a 小区 nor an 地址 column (one community per sheet); else None.
+    title_community: str | None = None
 
     @functools.cached_property
     def columns(self) -> list[dict[str, Any]]:
@@ -397,9 +402,12 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
     if "room" not in used and "address" not in used:
         raise ImportFileError("表中没有“室号”列（也没有可拆分出室号的“地址”列），无法导入住户；"
                               "请检查表头，或在预览页指定哪一列是室号")
+    title_community = None
     if "community" not in used and "address" not in used:
-        raise ImportFileError("表中没有“小区”列（也没有含小区名称的“地址”列），无法导入住户；"
-                              "请检查表头，或在预览页指定哪一列是小区")
+        title_community = _title_community(raw.rows[:header.header_row])
+        if title_community is None:
+            raise ImportFileError("表中没有“小区”列（也没有含小区名称的“地址”列，标题中也没有"
+                                  "“小区名称：…”），无法导入住户；请检查表头，或在预览页指定哪一列是小区")
     used_header = dataclasses.replace(header, columns=used,
                                       labels={f: header.labels.get(f, texts[c])
                                               for f, c in used.items()})
@@ -417,7 +425,30 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
                 lookup.setdefault(clean, cid)
     return _Sheet(tenant_id=tenant_id, tenant_name=tenant.name if tenant else "", raw=raw,
                   header=header, used_header=used_header, texts=texts, width=width,
-                  ignored=ignored, overrides=overrides, lookup=lookup)
+                  ignored=ignored, overrides=overrides, lookup=lookup,
+                  title_community=title_community)
+
+
+#: "小区名称：桂园小区" (or 小区名/小区/项目名称) in a title line, up to the next space.
+_TITLE_COMMUNITY = re.compile(r"(?:小区名称|小区名|小区|项目名称)\s*:\s*([^\s:]+)")
+_TITLE_LABEL = re.compile(r"(?:小区名称|小区名|小区|项目名称)\s*:")
+
+
+def _title_community(rows: Sequence[Sequence[Any]]) -> str | None:
+    """The community a title line above the header names: "小区名称：桂园小区" in one cell, or
+    "小区名称：" with the name in the next filled cell of the row. None without one."""
+    for row in rows:
+        cells = [unicodedata.normalize("NFKC", str(v)).strip() if v is not None else ""
+                 for v in row]
+        for i, text in enumerate(cells):
+            found = _TITLE_COMMUNITY.search(text)
+            if found:
+                return found.group(1)
+            if _TITLE_LABEL.fullmatch(text):
+                following = next((c for c in cells[i + 1:] if c), None)
+                if following:
+                    return following
+    return None
 
 
 def pick_sheet(session: Session, tenant_id: int, raw: RawSheet,
@@ -471,6 +502,8 @@ def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
     data = drop_non_data_rows(sheet.raw.rows, sheet.header, start=start, stop=stop)
     used_header = sheet.used_header
     frame = frame_from_rows(data, used_header)
+    if sheet.title_community is not None:
+        frame = frame.assign(community=sheet.title_community)
     norm = normalize_table(frame, labels=used_header.labels)
     d = norm.data
     if "community" not in d.columns and "address" in frame.columns:
@@ -691,6 +724,7 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
     mapping = {
         "sheet": sheet.raw.sheet_name,
         "sheets": list(sheet.raw.sheet_names),
+        "title_community": sheet.title_community,
         "source_kind": sheet.raw.source_kind,
         "header_rows": [r + 1 for r in header.header_rows],
         "data_start": header.data_start + 1,
