@@ -77,22 +77,24 @@ def community(name: str) -> str:
 # --- merged cells, addresses, 门牌号 ----------------------------------------------------------
 
 def test_a_community_merged_down_over_its_households_names_every_row(tenant: int) -> None:
-    gui = community("桂园")
+    gui, jian = community("桂园"), community("建业")
 
     def merge(ws: Any) -> None:
         ws.merge_cells("A2:A4")
         ws.merge_cells("B2:B4")
         ws.merge_cells("A5:E6")  # a section title over two rows: not copied down
 
-    rows = plan(tenant, xlsx([["小区", "楼栋", "单元", "室号", "户主"],
-                              [gui, 3, 2, 101, "张三"], [None, None, 2, 102, "李四"],
-                              [None, None, 2, 103, "王五"], ["二、其他小区"], [None]], merge))
-    created = rows[rows["action"] == "create"]
-    assert created["natural_key"].tolist() == ["3-2-101", "3-2-102", "3-2-103"]
-    assert set(created["community"]) == {gui}
-    # The title's first row reads as a community without a room (the clerk sees it in the
-    # error list); its second row stays empty instead of becoming a second such error.
-    assert rows.loc[5, "action"] == "error" and 6 not in rows.index
+    found = plan_households(db.session, tenant, read_table(xlsx(
+        [["小区", "楼栋", "单元", "室号", "户主"], [gui, 3, 2, 101, "张三"],
+         [None, None, 2, 102, "李四"], [None, None, 2, 103, "王五"], ["二、其他小区"], [None],
+         [jian, 1, 1, 101, "赵六"]], merge), "台账.xlsx", **LIMITS))
+    rows = found.rows
+    assert rows["action"].tolist() == ["create"] * 4
+    assert rows["natural_key"].tolist() == ["3-2-101", "3-2-102", "3-2-103", "1-1-101"]
+    assert rows["community"].tolist() == [gui, gui, gui, jian]
+    # The section title over two rows is neither a household nor an error.
+    skipped = dict(found.data.skipped)
+    assert skipped[5] == skipped[6] == "分节标题（跨列合并的单元格）"
 
 
 def test_merged_fill_is_bounded_and_keeps_the_header_and_filled_cells(

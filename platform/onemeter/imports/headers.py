@@ -366,8 +366,24 @@ def fill_merged_down(rows: list[list[Any]], merged: Sequence[tuple[int, int, int
 _TOTAL_PATTERN = r"(?:小\s*计|合\s*计|总\s*计|共\s*计)"
 
 
+def section_rows(merged: Sequence[tuple[int, int, int, int]], header: HeaderMatch
+                 ) -> frozenset[int]:
+    """Rows (0-based) inside a range merged across the table below the header: a section
+    title ("二、建业小区") spanning three or more columns, two of them the ledger's fields."""
+    fields = set(header.columns.values())
+    found: set[int] = set()
+    for first_row, first_col, last_row, last_col in merged:
+        if (first_row >= header.data_start and last_col - first_col >= 2
+                and len(fields & set(range(first_col, last_col + 1))) >= 2):
+            found.update(range(first_row, last_row + 1))
+        if len(found) > MERGED_FILL_LIMIT:
+            break
+    return frozenset(found)
+
+
 def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
-                       start: int | None = None, stop: int | None = None) -> DataRows:
+                       start: int | None = None, stop: int | None = None,
+                       sections: Collection[int] = frozenset()) -> DataRows:
     """The rows below the header that are data (vectorized over the rows with pandas/numpy).
 
     Dropped, each with its reason: blank rows and rows where no mapped column has a value
@@ -375,6 +391,7 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     in a cell of the first four columns: "桂园小区合计"), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
     numbers right under the header, and footer rows (填表人/审核人/备注：…).
 
+    `sections` (0-based, from `section_rows`) are section titles merged across the table.
     `start`/`stop` (0-based list positions, default: from the header's data start to the end)
     take one block of the rows; each row's verdict depends only on the row and the header, so
     blocks give the rows the whole sheet would, block by block.
@@ -430,10 +447,14 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     numbering = np.zeros(len(body), dtype=bool)
     numbering[0] = first_block and _is_column_numbers(below[0])
 
+    section = np.zeros(len(body), dtype=bool)
+    if sections:
+        section = np.isin(np.arange(start, start + len(body)), np.fromiter(sections, dtype=int))
     reason = np.full(len(body), None, dtype=object)
     for mask, text in ((unmapped_only, "空行（只有序号等未识别的列）"), (numbering, "栏次行（列序号）"),
                        (repeated, "重复的表头"), (total, "小计/合计行"),
-                       (footer, "表尾（填表人/审核人/备注）"), (blank, "空行")):
+                       (footer, "表尾（填表人/审核人/备注）"), (blank, "空行"),
+                       (section, "分节标题（跨列合并的单元格）")):
         reason[mask] = text  # later rules take precedence
     numbers = np.arange(start + 1, start + 1 + len(body))
     dropped = np.not_equal(reason, None)

@@ -80,6 +80,7 @@ from onemeter.imports.headers import (
     header_key,
     locate_header,
     merge_aliases,
+    section_rows,
     split_address,
 )
 from onemeter.imports.models import (
@@ -365,6 +366,8 @@ class _Sheet:
     #: The community every row belongs to, from a title line ("小区名称：桂园小区") of a sheet
     #: with neither a 小区 nor an 地址 column (one community per sheet); else None.
     title_community: str | None = None
+    #: Rows (0-based) of section titles merged across the table (`section_rows`).
+    sections: frozenset[int] = frozenset()
 
     @functools.cached_property
     def columns(self) -> list[dict[str, Any]]:
@@ -426,7 +429,8 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
     return _Sheet(tenant_id=tenant_id, tenant_name=tenant.name if tenant else "", raw=raw,
                   header=header, used_header=used_header, texts=texts, width=width,
                   ignored=ignored, overrides=overrides, lookup=lookup,
-                  title_community=title_community)
+                  title_community=title_community,
+                  sections=section_rows(raw.merged, header) if raw.merged else frozenset())
 
 
 #: "小区名称：桂园小区" (or 小区名/小区/项目名称) in a title line, up to the next space.
@@ -499,7 +503,8 @@ def _classify(sheet: _Sheet, start: int, stop: int) -> _Block:
     """Normalize and check the data rows at list positions [start, stop) — no database: safe
     in a thread beside the connection's owner. Blocks must be classified in sheet order (the
     duplicates of earlier blocks are looked up in, and this block's added to, `sheet`)."""
-    data = drop_non_data_rows(sheet.raw.rows, sheet.header, start=start, stop=stop)
+    data = drop_non_data_rows(sheet.raw.rows, sheet.header, start=start, stop=stop,
+                              sections=sheet.sections)
     used_header = sheet.used_header
     frame = frame_from_rows(data, used_header)
     if sheet.title_community is not None:
