@@ -49,8 +49,6 @@ FIELD_NAMES: dict[str, str] = {
 
 #: Rows scanned for the header.
 HEADER_SCAN_ROWS = 15
-#: First cells of a subtotal or total row.
-_TOTAL_WORDS = ("小计", "合计", "总计")
 #: Columns in which a 小计/合计 is looked for.
 _TOTAL_COLUMNS = 4
 #: Beginnings of footer rows (after NFKC and without spaces).
@@ -372,9 +370,9 @@ def section_rows(merged: Sequence[tuple[int, int, int, int]], header: HeaderMatc
     title ("二、建业小区") spanning three or more columns, two of them the ledger's fields."""
     fields = set(header.columns.values())
     found: set[int] = set()
-    for first_row, first_col, last_row, last_col in merged:
+    for first_row, first_col, last_row, last_col in merged:  # a hostile file's may be wide
         if (first_row >= header.data_start and last_col - first_col >= 2
-                and len(fields & set(range(first_col, last_col + 1))) >= 2):
+                and sum(first_col <= c <= last_col for c in fields) >= 2):
             found.update(range(first_row, last_row + 1))
         if len(found) > MERGED_FILL_LIMIT:
             break

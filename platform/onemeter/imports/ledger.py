@@ -142,9 +142,12 @@ def _noop(done: int, total: int, message: str) -> None:
 # The plan
 
 
-#: Sample columns an error row shows as written when its cleaned value is empty (a refused
-#: 室号 "1-1101" rather than a blank); not 是否自愿不改造, whose column shows 是 or nothing.
-_AS_WRITTEN = ("community", "building", "unit", "room", "owner_name", "phone", "id_number")
+#: The columns of the preview's sample rows.
+_SAMPLE_COLUMNS = ("community", "building", "unit", "room", "owner_name", "phone", "id_number",
+                   "opted_out", "reason")
+#: Those an error row shows as written when its cleaned value is empty (a refused 室号
+#: "1-1101" rather than a blank); not 是否自愿不改造, whose column shows 是 or nothing.
+_AS_WRITTEN = tuple(c for c in _SAMPLE_COLUMNS if c not in ("opted_out", "reason"))
 
 
 @dataclass
@@ -172,14 +175,13 @@ class ImportPlan:
     def samples(self, limit: int = SAMPLE_ROWS) -> dict[str, list[dict[str, Any]]]:
         """Up to `limit` rows per action, for the preview page (JSON)."""
         out: dict[str, list[dict[str, Any]]] = {}
-        shown = ["community", "building", "unit", "room", "owner_name", "phone", "id_number",
-                 "opted_out", "reason"]
         for action in (CREATE, UPDATE, UNCHANGED, ERROR):
             part = self.rows[self.rows["action"] == action].head(limit)
             items = []
             for number, row in zip(part.index.tolist(),
                                    part.to_dict("records"), strict=True):
-                item = {"row": int(number), **{k: jsonable(_plain(row.get(k))) for k in shown}}
+                item = {"row": int(number),
+                        **{k: jsonable(_plain(row.get(k))) for k in _SAMPLE_COLUMNS}}
                 if action == UPDATE:
                     item["changes"] = jsonable(row.get("changes"))
                 if action == ERROR:
@@ -248,6 +250,13 @@ def import_aliases(overrides: Mapping[str, Any] | None = None,
             aliases[name] = tuple(s for s in aliases[name] if header_key(s) not in keys)
         aliases[target_field] = (*aliases.get(target_field, ()), *sorted(spellings))
     return aliases
+
+
+def _tenant_aliases(session: Session, tenant_id: int, overrides: Mapping[str, Any] | None
+                    ) -> dict[str, tuple[str, ...]]:
+    """`import_aliases` for the plugins the tenant enables."""
+    tenant = session.get(Tenant, tenant_id)
+    return import_aliases(overrides, set(tenant.plugins or []) if tenant is not None else set())
 
 
 def _header_texts(raw: RawSheet, header: HeaderMatch, width: int) -> list[str]:
@@ -391,9 +400,8 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
     Raises ImportFileError (Chinese) when the sheet has no recognizable header or lacks the
     community or room columns."""
     tenant = session.get(Tenant, tenant_id)
-    enabled = set(tenant.plugins or []) if tenant is not None else set()
-    header = locate_header(raw.rows, import_aliases(overrides, enabled), merged=raw.merged,
-                           hidden=raw.hidden_columns)
+    header = locate_header(raw.rows, _tenant_aliases(session, tenant_id, overrides),
+                           merged=raw.merged, hidden=raw.hidden_columns)
     if raw.merged:  # 小区/楼栋 merged down over their households: every row gets the value
         fill_merged_down(raw.rows, raw.merged, header.data_start)
     data_width = max((len(r) for r in raw.rows[header.data_start:]), default=0)
@@ -433,9 +441,10 @@ def _prepare_sheet(session: Session, tenant_id: int, raw: RawSheet,
                   sections=section_rows(raw.merged, header) if raw.merged else frozenset())
 
 
-#: "小区名称：桂园小区" (or 小区名/小区/项目名称) in a title line, up to the next space.
-_TITLE_COMMUNITY = re.compile(r"(?:小区名称|小区名|小区|项目名称)\s*:\s*([^\s:]+)")
+#: "小区名称：" (or 小区名/小区/项目名称) in a title line, and with the name after it (up to
+#: the next space).
 _TITLE_LABEL = re.compile(r"(?:小区名称|小区名|小区|项目名称)\s*:")
+_TITLE_COMMUNITY = re.compile(_TITLE_LABEL.pattern + r"\s*([^\s:]+)")
 
 
 def _title_community(rows: Sequence[Sequence[Any]]) -> str | None:
@@ -464,8 +473,7 @@ def pick_sheet(session: Session, tenant_id: int, raw: RawSheet,
     with a 填表说明 or cover sheet. When no sheet has a header, `raw`: the plan then says so."""
     if len(raw.sheet_names) < 2:
         return raw
-    tenant = session.get(Tenant, tenant_id)
-    aliases = import_aliases(overrides, set(tenant.plugins or []) if tenant else set())
+    aliases = _tenant_aliases(session, tenant_id, overrides)
 
     def has_header(sheet: RawSheet) -> bool:
         try:
