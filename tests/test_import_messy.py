@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import random
+import zipfile
 from typing import Any
 
 import openpyxl
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 from onemeter.database import db
+from onemeter.imports import reader
 from onemeter.imports.headers import MERGED_FILL_LIMIT, fill_merged_down, split_address
 from onemeter.imports.ledger import pick_sheet, plan_households
 from onemeter.imports.normalize import (
@@ -171,6 +173,67 @@ def test_excel_error_values_are_refused_with_what_went_wrong(tenant: int) -> Non
     assert "Excel的错误值#N/A" in rows.loc[2, "reason"] and "缺少室号" not in rows.loc[2, "reason"]
     assert "Excel的错误值#REF!" in rows.loc[3, "reason"]
     assert "Excel的错误值#VALUE!" in rows.loc[4, "reason"]
+
+
+def _error_cells_workbook(gui: str, rows: int) -> bytes:
+    """`rows` households of `gui`; every 3rd has #N/A as owner (a failed VLOOKUP), every 7th
+    #REF! as room: openpyxl writes such strings as error cells (t="e"), as Excel does."""
+    def household(n: int) -> list[Any]:
+        return [gui, 3, 2, "#REF!" if n % 7 == 0 else 100 + n,
+                "#N/A" if n % 3 == 0 else "张三", "13812345678"]
+    return xlsx([["小区", "楼栋", "单元", "室号", "户主", "电话"],
+                 *(household(n) for n in range(1, rows + 1))])
+
+
+def test_xlsx_error_cells_are_refused_instead_of_read_as_empty(tenant: int) -> None:
+    gui = community("桂园")
+    data = _error_cells_workbook(gui, 21)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:  # they really are error cells in the file
+        assert zf.read("xl/worksheets/sheet1.xml").count(b't="e"') == 7 + 3
+    rows = plan(tenant, data)
+    refused = rows[rows["action"] == "error"]
+    # Rows 3, 6, 9 … (owner) and 7, 14 (room; 21 has both) are spreadsheet rows n + 1.
+    assert sorted(refused.index.tolist()) == sorted(
+        {n + 1 for n in range(1, 22) if n % 3 == 0 or n % 7 == 0})
+    assert "Excel的错误值#N/A" in rows.loc[4, "reason"] and "户主" in rows.loc[4, "reason"]
+    assert "Excel的错误值#REF!" in rows.loc[8, "reason"] and "缺少室号" not in rows.loc[8, "reason"]
+    assert (rows["action"] == "create").sum() == 21 - len(refused)
+
+
+def test_error_cells_split_between_scan_chunks_keep_their_text(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _error_cells_workbook("桂园小区", 300)
+    whole = read_table(data, "台账.xlsx", **LIMITS)
+    monkeypatch.setattr(reader, "_SCAN_CHUNK", 700)  # cells straddle most chunk boundaries
+    chunked = read_table(data, "台账.xlsx", **LIMITS)
+    assert chunked.rows == whole.rows
+    assert [r[4] for r in chunked.rows[1:]].count("#N/A") == 100
+    assert [r[3] for r in chunked.rows[1:]].count("#REF!") == 42
+
+
+def test_a_sheet_full_of_error_cells_is_refused_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader, "MAX_ERROR_CELLS", 50)
+    with pytest.raises(reader.ImportFileError, match="超过50个Excel错误值单元格"):
+        read_table(_error_cells_workbook("桂园小区", 300), "台账.xlsx", **LIMITS)
+
+
+def test_hidden_rows_are_read_and_named_on_the_batch_page(tenant: int) -> None:
+    gui = community("桂园")
+
+    def hide(ws: Any) -> None:
+        for row in (4, 5, 9, 30):  # 30 is below the last row: nothing to say about it
+            ws.row_dimensions[row].hidden = True
+        ws.row_dimensions[1].hidden = True  # the title line: not a household either
+
+    found = plan_households(db.session, tenant, read_table(xlsx([
+        ["平东办事处台账"], ["小区", "楼栋", "单元", "室号", "户主"],
+        *([gui, 1, 1, 100 + n, "张三"] for n in range(1, 9)),
+    ], hide), "台账.xlsx", **LIMITS))
+    assert found.counts["create"] == 8  # read like the others
+    assert found.mapping["hidden_rows"] == [4, 5, 9] and found.mapping["hidden_row_count"] == 3
+    plain = plan_households(db.session, tenant, read_table(xlsx([
+        ["小区", "楼栋", "单元", "室号", "户主"], [gui, 1, 1, 201, "张三"]]), "台账.xlsx", **LIMITS))
+    assert "hidden_rows" not in plain.mapping
 
 
 def test_placeholders_mean_empty_and_export_wrappings_are_removed() -> None:

@@ -209,3 +209,27 @@ def test_a_clerk_fixes_the_column_choices_saves_them_and_reuses_them_on_the_next
     assert refused.status_code == 404
     assert "二月.csv" not in other.get("/imports/list/").get_data(as_text=True)  # nothing stored
     assert other.post(f"/imports/mapping/{pk}", data=chosen).status_code == 404
+
+
+def test_the_dry_run_names_hidden_rows_and_shows_error_cells_as_excel_shows_them(
+        app: Flask, stack: Stack, tmp_path: Path, login: Callable[..., Any],
+        tenant_ids: dict[str, int]) -> None:
+    community = f"隐藏行{uuid.uuid4().hex[:6]}"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["小区", "楼栋", "单元", "室号", "户主", "联系电话"])
+    for n in range(1, 6):
+        ws.append([community, 1, 1, 100 + n, "#N/A" if n == 4 else f"住户{n}", None])
+    for row in (3, 4):
+        ws.row_dimensions[row].hidden = True
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    staff = login("pingxi_staff")
+    pk = batch_id(upload(staff, buffer.getvalue(), "台账.xlsx"))
+    run_burst_worker(stack, tmp_path, "imports")
+
+    page = staff.get(f"/imports/show/{pk}").get_data(as_text=True)
+    counts = re.search(r'om-counts.*?</table>', page, re.S).group(0)
+    assert re.findall(r"<td>([\d,]+) 行</td>", counts) == ["4", "0", "0", "1"]
+    assert "有2行在Excel中是隐藏的（第3、4行）" in page
+    assert "Excel的错误值#N/A" in page and households(app, tenant_ids["pingxi"], community) == []

@@ -738,6 +738,7 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
         "sheet": sheet.raw.sheet_name,
         "sheets": list(sheet.raw.sheet_names),
         "title_community": sheet.title_community,
+        **_hidden_rows(sheet),
         "source_kind": sheet.raw.source_kind,
         "header_rows": [r + 1 for r in header.header_rows],
         "data_start": header.data_start + 1,
@@ -751,6 +752,23 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
     return ImportPlan(tenant_id=sheet.tenant_id, tenant_name=sheet.tenant_name,
                       header=header, data=data, mapping=mapping, rows=rows, existing=existing,
                       new_communities=new_communities, counts=counts, columns=columns)
+
+
+#: How many hidden rows the batch page names (the count covers them all).
+HIDDEN_ROWS_SHOWN = 20
+
+
+def _hidden_rows(sheet: _Sheet) -> dict[str, Any]:
+    """The hidden rows (1-based, as Excel numbers them) below the header that hold anything:
+    they are read like the others, and the page says so, for the clerk who hid rows already
+    dealt with or left a filter on. {} when there are none."""
+    rows = sheet.raw.rows
+    hidden = [r + 1 for r in sorted(sheet.raw.hidden_rows)
+              if r >= sheet.header.data_start
+              and any(not (v is None or (isinstance(v, str) and not v.strip())) for v in rows[r])]
+    if not hidden:
+        return {}
+    return {"hidden_rows": hidden[:HIDDEN_ROWS_SHOWN], "hidden_row_count": len(hidden)}
 
 
 def _errors_only(sheet: _Sheet, blocks: Sequence[_Block]) -> ImportPlan:

@@ -43,6 +43,7 @@ from onemeter.imports.headers import (
     cell_strings,
     split_address,
 )
+from onemeter.imports.reader import EXCEL_ERROR
 from onemeter.registry.normalize import normalize_part
 
 #: A column normalizer: the column → (clean values, reasons).
@@ -109,8 +110,6 @@ def _text_series(array: pa.ChunkedArray | pa.Array, index: pd.Index) -> pd.Serie
 
 #: What a clerk writes in a cell that has nothing to say (after NFKC): read as empty.
 _PLACEHOLDERS = pa.array(["无", "暂无", "空", "/", "\\", "-", "--", "—", "——", "n/a", "N/A"])
-#: Excel's error values, as a CSV export writes them (an .xlsx error cell reads as empty).
-_EXCEL_ERROR = r"#(?:N/A|REF!|VALUE!|DIV/0!|NAME\?|NUM!|NULL!|SPILL!|CALC!|GETTING_DATA)"
 
 
 def as_text(column: pd.Series) -> pd.Series:
@@ -385,7 +384,7 @@ def normalize_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = N
         text = cell_strings(frame[field], strip=True)
         failed = text.str.startswith("#")
         if failed.any():  # few cells start with "#": the full pattern runs on those only
-            failed[failed] = text[failed].str.upper().str.fullmatch(_EXCEL_ERROR)
+            failed[failed] = text[failed].str.upper().str.fullmatch(EXCEL_ERROR)
             failed = failed.astype(bool)
             reasons = reasons.mask(failed, "单元格是Excel的错误值" + text.astype(object)
                                    + "（公式出错），请改成实际内容")

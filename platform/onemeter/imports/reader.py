@@ -19,7 +19,9 @@ bad file, and memory stays bounded:
   cell reference in the sheet XML (a regular-expression scan of the decompressed stream); for
   .xls the row/column of every cell record in the BIFF stream (a small compound-file reader);
   for .ods the repeated rows and columns of content.xml. Extents over `max_cells` cells or
-  `max_rows` rows are refused before calamine allocates anything.
+  `max_rows` rows are refused before calamine allocates anything. The same scan of an .xlsx
+  collects what calamine does not return: hidden rows, and error cells (#N/A …, which
+  calamine reads as "") whose text is put back (`_SheetMarks`).
 
 Row 0 of `RawSheet.rows` is spreadsheet row 1 and column 0 is column A (calamine is asked not
 to skip the empty area), so `index + 1` is the row number Excel shows.
@@ -105,6 +107,10 @@ class RawSheet:
     encoding: str | None = None
     #: Names of the visible worksheets of the workbook, in order (the CSV has one).
     sheet_names: tuple[str, ...] = field(default=())
+    #: Hidden rows (0-based), from `<row hidden="1">` of an .xlsx (rows a filter or the clerk
+    #: hid); read like the others, the batch page says which they are. Empty when the format
+    #: does not say.
+    hidden_rows: frozenset[int] = frozenset()
 
     @property
     def height(self) -> int:
@@ -280,11 +286,13 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
             raise ImportFileError("工作簿里没有可见的工作表，没有可导入的内容")
         for name in names:
             hidden: frozenset[int] | None = None
+            marks = _SheetMarks()
             if kind == "xlsx":
                 part = parts.get(name)
                 if part is None or zf is None or part not in zf.namelist():
                     raise ImportFileError(f"工作表“{name}”在文件中找不到对应的数据部分，文件可能已损坏。{_RESAVE}")
-                hidden = _check_xlsx_sheet(zf, part, name, unpacked)
+                marks = _check_xlsx_sheet(zf, part, name, unpacked)
+                hidden = frozenset(marks.hidden_columns)
             try:
                 calamine_sheet = book.get_sheet_by_name(name)
                 rows = calamine_sheet.to_python(skip_empty_area=False, nrows=limits.max_rows + 1)
@@ -294,13 +302,15 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                 raise ImportFileError(_broken(kind, exc)) from exc
             if len(rows) > limits.max_rows:
                 raise ImportFileError(_too_many_rows(name, limits.max_rows))
+            marks.put_errors(rows)
             if not any(_filled(value) for row in rows for value in row):
                 continue
             width = len(rows[0])
             if hidden is not None:
                 hidden = frozenset(c for c in hidden if c < width)
             return RawSheet(rows=rows, sheet_name=name, hidden_columns=hidden, source_kind=kind,
-                            merged=merged, sheet_names=tuple(visible))
+                            merged=merged, sheet_names=tuple(visible),
+                            hidden_rows=frozenset(r for r in marks.hidden_rows if r < len(rows)))
     which = f"工作表“{sheet}”" if sheet is not None else "所有可见的工作表"
     raise ImportFileError(f"{which}都是空的，没有可导入的行")
 
@@ -499,13 +509,78 @@ _ROOT_PREFIX = re.compile(rb"<([\w.-]+:)?worksheet[\s>]")
 class _CellPatterns:
     odd: re.Pattern[bytes]  # a cell tag not starting `<c r="`: one the fast path cannot place
     valued: re.Pattern[bytes]  # non-self-closing cells with r first: (letters, digits)
+    error: re.Pattern[bytes]  # a cell tag with t="e": (attributes, "/" if self-closing)
+    hidden_row: re.Pattern[bytes]  # a row tag with hidden="1": (attributes)
+    error_value: re.Pattern[bytes]  # <v>#N/A</v>: (the error's text)
+    cell_end: bytes  # </c>
 
     @classmethod
     def for_prefix(cls, prefix: bytes) -> _CellPatterns:
-        tag = b"<" + re.escape(prefix) + b"c"
+        escaped = re.escape(prefix)
+        tag = b"<" + escaped + b"c"
         return cls(
             odd=re.compile(tag + rb'(?! r=")[\s/>]'),
-            valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^>]*(?<!/)>'))
+            valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^>]*(?<!/)>'),
+            error=re.compile(tag + rb'(\s[^>]*?(?<![\w:])t\s*=\s*["\']e["\'][^>]*?)(/?)>'),
+            hidden_row=re.compile(b"<" + escaped + rb'row(\s[^>]*?(?<![\w:])hidden\s*=\s*'
+                                  rb'["\'](?:1|true)["\'][^>]*)>'),
+            error_value=re.compile(b"<" + escaped + rb"v>(" + EXCEL_ERROR.encode() + rb")<"),
+            cell_end=b"</" + prefix + b"c>")
+
+
+#: Excel's error values (a formula failed), as a regular expression; `normalize_table`
+#: refuses them in any imported column.
+EXCEL_ERROR = r"#(?:N/A|REF!|VALUE!|DIV/0!|NAME\?|NUM!|NULL!|SPILL!|CALC!|GETTING_DATA)"
+#: At most this many error cells are collected; a sheet with more is refused (bounded memory).
+MAX_ERROR_CELLS = 200_000
+
+
+@dataclass
+class _SheetMarks:
+    """What an .xlsx sheet's XML says that calamine does not return: hidden columns and rows
+    (0-based) and the error cells' texts by (row, column). calamine reads an error cell
+    (`t="e"`: #N/A, #REF! …) as "", which showed as 缺少室号 or a blank owner; the reader puts
+    the text back for `normalize_table` to refuse."""
+
+    hidden_columns: set[int] = field(default_factory=set)
+    hidden_rows: set[int] = field(default_factory=set)
+    errors: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def scan(self, buffer: bytes, patterns: _CellPatterns, name: str, final: bool) -> int:
+        """Collect the hidden rows and error cells of `buffer` (whole tags only); return how
+        much of it was consumed: up to an error cell whose end is in the next chunk."""
+        if b"hidden" in buffer:
+            for match in patterns.hidden_row.finditer(buffer):
+                ref = _REF_ATTR.search(match.group(1))
+                if ref and ref.group(2):
+                    self.hidden_rows.add(int(ref.group(2)) - 1)
+        if b'"e"' not in buffer and b"'e'" not in buffer:
+            return len(buffer)
+        for match in patterns.error.finditer(buffer):
+            if match.group(2):  # <c … t="e"/>: no value to show
+                continue
+            end = buffer.find(patterns.cell_end, match.end())
+            if end < 0:
+                if not final:
+                    return match.start()
+                break
+            ref = _REF_ATTR.search(match.group(1))
+            if not (ref and ref.group(1) and ref.group(2)):
+                continue  # a cell without its reference cannot be placed (no program writes it)
+            value = patterns.error_value.search(buffer, match.end(), end)
+            self.errors[(int(ref.group(2)) - 1, _column_number(ref.group(1).decode()) - 1)] = (
+                value.group(1).decode() if value else "#N/A")
+            if len(self.errors) > MAX_ERROR_CELLS:
+                raise ImportFileError(
+                    f"工作表“{name}”中有超过{MAX_ERROR_CELLS:,}个Excel错误值单元格（#N/A、#REF!等，公式出错），"
+                    "请先修正公式，或复制后“选择性粘贴为数值”再上传")
+        return len(buffer)
+
+    def put_errors(self, rows: list[list[Any]]) -> None:
+        """Write each error cell's text (#N/A …) where calamine left "" for it."""
+        for (r, c), text in self.errors.items():
+            if r < len(rows) and c < len(rows[r]) and rows[r][c] == "":
+                rows[r][c] = text
 
 
 @dataclass
@@ -534,11 +609,13 @@ class _Extent:
 
 
 def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
-                      unpacked: _Unpacked) -> frozenset[int]:
+                      unpacked: _Unpacked) -> _SheetMarks:
     """Refuse a sheet whose declared or real extent is too large, whose real size takes the
-    file over the limit, or that carries a DTD; return its hidden columns."""
+    file over the limit, or that carries a DTD; return its hidden columns and rows and its
+    error cells."""
     limits = unpacked.limits
-    hidden: set[int] = set()
+    marks = _SheetMarks()
+    hidden = marks.hidden_columns
     try:
         with zf.open(part) as fh:
             for seen, (_event, element) in enumerate(
@@ -574,15 +651,22 @@ def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
             root = _ROOT_PREFIX.search(buffer[:65536])
             patterns = _CellPatterns.for_prefix(root.group(1) or b"" if root else b"")
         cut = buffer.rfind(b"<")  # every tag before the last "<" is complete
+        head = buffer[:cut] if cut > 0 else b""
+        if head:  # … and an error cell is scanned whole, its value with it
+            cut = marks.scan(head, patterns, name, final=False)
         if cut <= 0:
             carry = buffer
+            if len(carry) > 2 * _SCAN_CHUNK:
+                raise ImportFileError(f"工作表“{name}”中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
             continue
-        _scan_cells(buffer[:cut], extent, patterns)
+        _scan_cells(head[:cut] if cut < len(head) else head, extent, patterns)
         carry = buffer[cut:]
         if len(carry) > _SCAN_CHUNK:
             raise ImportFileError(f"工作表“{name}”中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
-    _scan_cells(carry, extent, patterns or _CellPatterns.for_prefix(b""))
-    return frozenset(hidden)
+    patterns = patterns or _CellPatterns.for_prefix(b"")
+    marks.scan(carry, patterns, name, final=True)
+    _scan_cells(carry, extent, patterns)
+    return marks
 
 
 def _check_dimension(ref: str, name: str, limits: _Limits) -> None:
