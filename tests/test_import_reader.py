@@ -2,11 +2,16 @@
 (onemeter.imports.headers): real workbooks built here with openpyxl, CSVs in every encoding a
 clerk's computer writes, and hostile files, each refused with its Chinese message.
 
-No database: pure functions. The two .xls files under tests/fixtures/imports/ (5.5 KB each)
-were written by xlwt 1.3.0, which is not a dependency:
+No database: pure functions. The three .xls files under tests/fixtures/imports/ (5.5 KB
+each) were written by xlwt 1.3.0, which is not a dependency:
 
     ws.write_merge(0, 0, 0, 6, "平桥区一户一表改造工作台账"); ...  # ledger.xls
     ws.write(0, 0, "小区"); ws.write(65535, 255, 1)                 # far_corner.xls
+    # errors_hidden.xls: 小区 楼栋 单元 室号 户主 辅助列, 5 households of 桂园小区 3-2-10n;
+    ws.row(2).set_cell_error(3, "#REF!")      # a BOOLERR error cell in 室号
+    ws.write(4, 4, xlwt.Formula("NA()"))      # its FORMULA record's cached result then
+    ws.row(3).hidden = True                   # patched to #N/A (02 00 2A 00 00 00 FF FF),
+    ws.col(5).hidden = True                   # as Excel saves a failed VLOOKUP
 """
 
 from __future__ import annotations
@@ -299,7 +304,7 @@ def test_column_number_row_and_template_rows_are_dropped():
 
 def test_xls_fixture_reads_merges_dates_and_first_nonempty_sheet():
     sheet = read(FIXTURES / "ledger.xls", "台账.xls")
-    assert sheet.source_kind == "xls" and sheet.hidden_columns is None
+    assert sheet.source_kind == "xls" and sheet.hidden_columns == frozenset()
     assert sheet.sheet_names == ("台账", "Sheet2")
     assert sheet.rows[3][7] == dt.date(2021, 7, 31)
     assert sheet.rows[4][4] == "１０３"
@@ -658,3 +663,12 @@ def test_binary_junk_and_unknown_encodings():
     assert "含有二进制数据" in refused(bytes(range(256)) * 4, "台账.csv")
     assert "UTF-16" in refused("小区,室号".encode("utf-16"), "台账.csv")
     assert "无法识别文件的文字编码" in refused(b"\x81\x30\xff\xfe\xfd" * 10, "台账.csv")
+
+
+def test_xls_error_cells_hidden_rows_and_columns_are_read_from_the_biff_records():
+    """calamine reads an .xls error cell, and a formula whose cached result is an error, as
+    "": the reader's walk of the BIFF records puts the text back and finds what is hidden."""
+    sheet = read(FIXTURES / "errors_hidden.xls", "台账.xls")
+    assert [row[3] for row in sheet.rows[1:]] == [101, "#REF!", 103, 104, 105]
+    assert [row[4] for row in sheet.rows[1:]] == ["住户1", "住户2", "住户3", "#N/A", "住户5"]
+    assert sheet.hidden_rows == frozenset({3}) and sheet.hidden_columns == frozenset({5})

@@ -96,8 +96,8 @@ class RawSheet:
 
     rows: list[list[Any]]
     sheet_name: str
-    #: Hidden columns (0-based), from `<col hidden="1">` of an .xlsx; None when the format
-    #: does not say (.xls, .ods, .csv).
+    #: Hidden columns (0-based), from `<col hidden="1">` of an .xlsx or the COLINFO records of
+    #: an .xls; None when the format does not say (.ods, .csv).
     hidden_columns: frozenset[int] | None
     #: "xlsx" (also .xlsm), "xls", "ods" or "csv".
     source_kind: str
@@ -107,9 +107,9 @@ class RawSheet:
     encoding: str | None = None
     #: Names of the visible worksheets of the workbook, in order (the CSV has one).
     sheet_names: tuple[str, ...] = field(default=())
-    #: Hidden rows (0-based), from `<row hidden="1">` of an .xlsx (rows a filter or the clerk
-    #: hid); read like the others, the batch page says which they are. Empty when the format
-    #: does not say.
+    #: Hidden rows (0-based), from `<row hidden="1">` of an .xlsx or the ROW records of an .xls
+    #: (rows a filter or the clerk hid); read like the others, the batch page says which they
+    #: are. Empty when the format does not say (.ods, .csv).
     hidden_rows: frozenset[int] = frozenset()
 
     @property
@@ -249,6 +249,7 @@ def _not_a_workbook(data: bytes) -> str:
 def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                    extension: str) -> RawSheet:
     parts: dict[str, str] = {}
+    xls_marks: dict[str, _SheetMarks] = {}
     zf: zipfile.ZipFile | None = None
     unpacked = _Unpacked(limits)
     if kind == "zip":
@@ -265,7 +266,7 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
             parts = _xlsx_sheet_parts(zf)
             unpacked.check(zf, skip=set(parts.values()) & set(zf.namelist()))
     else:
-        _check_xls(data, limits)
+        xls_marks = _check_xls(data, limits)
 
     try:
         book = CalamineWorkbook.from_filelike(io.BytesIO(data))
@@ -292,6 +293,9 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                 if part is None or zf is None or part not in zf.namelist():
                     raise ImportFileError(f"工作表“{name}”在文件中找不到对应的数据部分，文件可能已损坏。{_RESAVE}")
                 marks = _check_xlsx_sheet(zf, part, name, unpacked)
+                hidden = frozenset(marks.hidden_columns)
+            elif kind == "xls":
+                marks = xls_marks.get(name, marks)
                 hidden = frozenset(marks.hidden_columns)
             try:
                 calamine_sheet = book.get_sheet_by_name(name)
@@ -568,13 +572,17 @@ class _SheetMarks:
             if not (ref and ref.group(1) and ref.group(2)):
                 continue  # a cell without its reference cannot be placed (no program writes it)
             value = patterns.error_value.search(buffer, match.end(), end)
-            self.errors[(int(ref.group(2)) - 1, _column_number(ref.group(1).decode()) - 1)] = (
-                value.group(1).decode() if value else "#N/A")
-            if len(self.errors) > MAX_ERROR_CELLS:
-                raise ImportFileError(
-                    f"工作表“{name}”中有超过{MAX_ERROR_CELLS:,}个Excel错误值单元格（#N/A、#REF!等，公式出错），"
-                    "请先修正公式，或复制后“选择性粘贴为数值”再上传")
+            self.add_error(int(ref.group(2)) - 1, _column_number(ref.group(1).decode()) - 1,
+                           value.group(1).decode() if value else "#N/A", name)
         return len(buffer)
+
+    def add_error(self, row: int, col: int, text: str, name: str) -> None:
+        """Note an error cell (0-based); refuse the sheet past `MAX_ERROR_CELLS` of them."""
+        self.errors[(row, col)] = text
+        if len(self.errors) > MAX_ERROR_CELLS:
+            raise ImportFileError(
+                f"工作表“{name}”中有超过{MAX_ERROR_CELLS:,}个Excel错误值单元格（#N/A、#REF!等，公式出错），"
+                "请先修正公式，或复制后“选择性粘贴为数值”再上传")
 
     def put_errors(self, rows: list[list[Any]]) -> None:
         """Write each error cell's text (#N/A …) where calamine left "" for it."""
@@ -794,15 +802,21 @@ _FREE, _END_OF_CHAIN = 0xFFFFFFFF, 0xFFFFFFFE
 #: BIFF cell records that carry a value: FORMULA, NUMBER, LABEL, BOOLERR, RK, LABELSST, RSTRING.
 _BIFF_CELLS = frozenset((0x0006, 0x0203, 0x0204, 0x0205, 0x027E, 0x00FD, 0x00D6))
 _BIFF_MULRK, _BIFF_BOF, _BIFF_EOF, _BIFF_BOUNDSHEET = 0x00BD, 0x0809, 0x000A, 0x0085
+_BIFF_FORMULA, _BIFF_BOOLERR, _BIFF_ROW, _BIFF_COLINFO = 0x0006, 0x0205, 0x0208, 0x007D
+#: BIFF8 error codes (BOOLERR, or a FORMULA's cached result) → the text Excel shows.
+_BIFF_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!",
+                0x1D: "#NAME?", 0x24: "#NUM!", 0x2A: "#N/A", 0x2B: "#GETTING_DATA"}
 
 
-def _check_xls(data: bytes, limits: _Limits) -> None:
+def _check_xls(data: bytes, limits: _Limits) -> dict[str, _SheetMarks]:
     """Refuse an .xls that is truncated, encrypted, not a workbook, or whose sheets reach too
-    far (calamine reads every sheet of an .xls at open time, each as a dense range)."""
+    far (calamine reads every sheet of an .xls at open time, each as a dense range); return
+    each sheet's hidden rows and columns and error cells (`_SheetMarks`), by name."""
     stream = _cfb_workbook_stream(data)
     names: dict[int, str] = {}
-    stack: list[_Extent | None] = []  # substreams nest (a chart inside a worksheet)
-    current: _Extent | None = None
+    found: dict[str, _SheetMarks] = {}
+    stack: list[tuple[_Extent, _SheetMarks] | None] = []  # substreams nest (a chart in a sheet)
+    current: tuple[_Extent, _SheetMarks] | None = None
     pos, end = 0, len(stream)
     while pos + 4 <= end:
         rtype, length = struct.unpack_from("<HH", stream, pos)
@@ -811,20 +825,48 @@ def _check_xls(data: bytes, limits: _Limits) -> None:
             raise ImportFileError(_truncated_xls("工作簿数据在记录中间结束"))
         if rtype == _BIFF_BOF:
             stack.append(current)
-            current = _Extent(names.get(pos, "?"), limits) if pos > 0 else None
+            current = None
+            if pos > 0:
+                name = names.get(pos, "?")
+                current = (_Extent(name, limits), found.setdefault(name, _SheetMarks()))
         elif rtype == _BIFF_EOF:
             current = stack.pop() if stack else None
         elif rtype == _BIFF_BOUNDSHEET and length >= 8:
             offset = struct.unpack_from("<I", stream, body)[0]
             names[offset] = _boundsheet_name(stream[body + 6:body + length])
-        elif current is not None and length >= 4 and rtype in _BIFF_CELLS:
+        elif current is None:
+            pass
+        elif length >= 4 and rtype in _BIFF_CELLS:
             row, col = struct.unpack_from("<HH", stream, body)
-            current.add(row + 1, col + 1)
-        elif current is not None and rtype == _BIFF_MULRK and length >= 6:
+            current[0].add(row + 1, col + 1)
+            _xls_error(rtype, stream[body:body + length], current[1], current[0].name)
+        elif rtype == _BIFF_MULRK and length >= 6:
             row = struct.unpack_from("<H", stream, body)[0]
             last = struct.unpack_from("<H", stream, body + length - 2)[0]
-            current.add(row + 1, last + 1)
+            current[0].add(row + 1, last + 1)
+        elif rtype == _BIFF_ROW and length >= 14:
+            if struct.unpack_from("<H", stream, body + 12)[0] & 0x0020:  # fDyZero: hidden
+                current[1].hidden_rows.add(struct.unpack_from("<H", stream, body)[0])
+        elif rtype == _BIFF_COLINFO and length >= 10:
+            first, last, _width, _xf, flags = struct.unpack_from("<HHHHH", stream, body)
+            if flags & 0x0001:  # fHidden
+                current[1].hidden_columns.update(range(first, min(last, 255) + 1))
         pos = body + length
+    return found
+
+
+def _xls_error(rtype: int, record: bytes, marks: _SheetMarks, name: str) -> None:
+    """Note the error of a BOOLERR record (fError set) or of a FORMULA's cached result
+    (type 2, marked by 0xFFFF in its last two bytes): calamine reads both as ""."""
+    code: int | None = None
+    if rtype == _BIFF_BOOLERR and len(record) >= 8 and record[7] == 1:
+        code = record[6]
+    elif (rtype == _BIFF_FORMULA and len(record) >= 14 and record[6] == 0x02
+          and record[12:14] == b"\xff\xff"):
+        code = record[8]
+    if code is not None:
+        row, col = struct.unpack_from("<HH", record)
+        marks.add_error(row, col, _BIFF_ERRORS.get(code, "#N/A"), name)
 
 
 def _boundsheet_name(raw: bytes) -> str:
