@@ -94,13 +94,18 @@ def ledger_xlsx() -> bytes:
     return buffer.getvalue()
 
 
-def replace_part(data: bytes, part: str, content: bytes) -> bytes:
-    """The same xlsx with one part's bytes replaced."""
+def replace_part(data: bytes, part: str, content: bytes, *, stored: bool = False) -> bytes:
+    """The same xlsx with one part's bytes replaced (`stored`: without compression, so no
+    compression-ratio check stops it before the part's own scan)."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as src, \
             zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, content if info.filename == part else src.read(info))
+            if info.filename == part:
+                dst.writestr(info.filename, content,
+                             compress_type=zipfile.ZIP_STORED if stored else None)
+            else:
+                dst.writestr(info.filename, src.read(info))
     return out.getvalue()
 
 
@@ -597,6 +602,29 @@ def test_password_protected_and_other_office_files():
     assert refused(encrypted, "台账.xls") == "文件有密码保护，请在Excel中去掉密码后再上传"
     word = compound_file({"WordDocument": b"\x00" * 600})
     assert refused(word, "台账.xls").startswith("文件内容是旧版Word文档（.doc）")
+
+
+@pytest.mark.parametrize(("kind", "run"), [
+    ("xlsx", '<c t="e" '), ("xlsx", "<c "), ("xlsx", '<row hidden="1" '), ("xlsx", '<c r="A1" '),
+    ("ods", "<table:table-cell "), ("ods", "<table:table-row ")])
+def test_a_long_run_of_unclosed_tags_is_scanned_in_linear_time(tmp_path, kind, run):
+    """200,000 tag openings and no ">" after them: the scan's tag patterns used to try every
+    opening against the rest of the part (n² steps: hours for this file; the child's two
+    minutes run out). Now each stops at the next "<", and the file is read or refused."""
+    tail = (run * 200_000).encode()
+    if kind == "xlsx":
+        data = small_xlsx()
+        part = "xl/worksheets/sheet1.xml"
+    else:
+        data = ods_file('<table:table-row><table:table-cell office:value-type="string">'
+                        "<text:p>小区</text:p></table:table-cell></table:table-row>")
+        part = "content.xml"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        content = zf.read(part)
+    path = tmp_path / f"tags.{kind}"
+    path.write_bytes(replace_part(data, part, content + tail, stored=True))
+    out = in_subprocess(path, f"台账.{kind}")
+    assert out.startswith("REFUSED ") and "无法读取" in out  # calamine: tag not closed
 
 
 def test_ods_repeated_rows_bomb():

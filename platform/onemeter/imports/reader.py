@@ -503,7 +503,12 @@ def _xlsx_sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
 # (a self-closing <c/> has no value and calamine skips cells without a value) gives every
 # position. A buffer with any other cell tag (r later, r missing, odd spacing: one search
 # finds it) is walked tag by tag instead: slower, same bounds.
-_ROW_OR_CELL = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
+#: Tag patterns stop at the next "<" (never in a tag: XML forbids it in attribute values) and
+#: never backtrack (possessive), so a hostile run of "<c <c <c …" without ">" costs linear
+#: time: with `[^>]*?` each of its n starts scanned to the far end, n² steps.
+_ROW_OR_CELL = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^<>]*+)>")
+_ERROR_ATTR = re.compile(rb"(?<![\w:])t\s*=\s*[\"']e[\"']")
+_HIDDEN_ATTR = re.compile(rb"(?<![\w:])hidden\s*=\s*[\"'](?:1|true)[\"']")
 _REF_ATTR = re.compile(rb"(?<![\w:])r\s*=\s*[\"']\$?([A-Z]{0,3})\$?([0-9]{0,7})[\"']")
 _DIMENSION = re.compile(r"^\$?([A-Z]{1,3})\$?([0-9]{1,7})(?::\$?([A-Z]{1,3})\$?([0-9]{1,7}))?$")
 _ROOT_PREFIX = re.compile(rb"<([\w.-]+:)?worksheet[\s>]")
@@ -513,8 +518,8 @@ _ROOT_PREFIX = re.compile(rb"<([\w.-]+:)?worksheet[\s>]")
 class _CellPatterns:
     odd: re.Pattern[bytes]  # a cell tag not starting `<c r="`: one the fast path cannot place
     valued: re.Pattern[bytes]  # non-self-closing cells with r first: (letters, digits)
-    error: re.Pattern[bytes]  # a cell tag with t="e": (attributes, "/" if self-closing)
-    hidden_row: re.Pattern[bytes]  # a row tag with hidden="1": (attributes)
+    cell: re.Pattern[bytes]  # a cell tag: (attributes, with a trailing "/" if self-closing)
+    row: re.Pattern[bytes]  # a row tag: (attributes)
     error_value: re.Pattern[bytes]  # <v>#N/A</v>: (the error's text)
     cell_end: bytes  # </c>
 
@@ -524,10 +529,9 @@ class _CellPatterns:
         tag = b"<" + escaped + b"c"
         return cls(
             odd=re.compile(tag + rb'(?! r=")[\s/>]'),
-            valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^>]*(?<!/)>'),
-            error=re.compile(tag + rb'(\s[^>]*?(?<![\w:])t\s*=\s*["\']e["\'][^>]*?)(/?)>'),
-            hidden_row=re.compile(b"<" + escaped + rb'row(\s[^>]*?(?<![\w:])hidden\s*=\s*'
-                                  rb'["\'](?:1|true)["\'][^>]*)>'),
+            valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^<>]*+(?<!/)>'),
+            cell=re.compile(tag + rb'(?=[\s/>])([^<>]*+)>'),
+            row=re.compile(b"<" + escaped + rb'row(?=[\s/>])([^<>]*+)>'),
             error_value=re.compile(b"<" + escaped + rb"v>(" + EXCEL_ERROR.encode() + rb")<"),
             cell_end=b"</" + prefix + b"c>")
 
@@ -554,21 +558,23 @@ class _SheetMarks:
         """Collect the hidden rows and error cells of `buffer` (whole tags only); return how
         much of it was consumed: up to an error cell whose end is in the next chunk."""
         if b"hidden" in buffer:
-            for match in patterns.hidden_row.finditer(buffer):
-                ref = _REF_ATTR.search(match.group(1))
+            for match in patterns.row.finditer(buffer):
+                attrs = match.group(1)
+                ref = _REF_ATTR.search(attrs) if _HIDDEN_ATTR.search(attrs) else None
                 if ref and ref.group(2):
                     self.hidden_rows.add(int(ref.group(2)) - 1)
         if b'"e"' not in buffer and b"'e'" not in buffer:
             return len(buffer)
-        for match in patterns.error.finditer(buffer):
-            if match.group(2):  # <c … t="e"/>: no value to show
-                continue
+        for match in patterns.cell.finditer(buffer):
+            attrs = match.group(1)
+            if attrs.endswith(b"/") or not _ERROR_ATTR.search(attrs):
+                continue  # not an error cell, or <c … t="e"/> with no value to show
             end = buffer.find(patterns.cell_end, match.end())
             if end < 0:
                 if not final:
                     return match.start()
                 break
-            ref = _REF_ATTR.search(match.group(1))
+            ref = _REF_ATTR.search(attrs)
             if not (ref and ref.group(1) and ref.group(2)):
                 continue  # a cell without its reference cannot be placed (no program writes it)
             value = patterns.error_value.search(buffer, match.end(), end)
@@ -707,7 +713,8 @@ def _scan_cells(buffer: bytes, extent: _Extent, patterns: _CellPatterns) -> None
         return
     col = 0
     for match in _ROW_OR_CELL.finditer(buffer):
-        tag, attrs, closed = match.group(1), match.group(2), match.group(3)
+        tag, attrs = match.group(1), match.group(2)
+        closed = attrs.endswith(b"/")
         ref = _REF_ATTR.search(attrs)
         if tag == b"row":
             extent.row = int(ref.group(2)) if ref and ref.group(2) else extent.row + 1
@@ -739,7 +746,7 @@ def _column_letters(number: int) -> str:
 
 # ODS: content.xml holds every table; calamine expands repeated rows and columns at open time.
 _ODS_TOKEN = re.compile(
-    rb"<(/?)(?:[\w.-]+:)?(table|table-row|table-cell|covered-table-cell)(?=[\s/>])([^>]*?)(/?)>")
+    rb"<(/?)(?:[\w.-]+:)?(table|table-row|table-cell|covered-table-cell)(?=[\s/>])([^<>]*+)>")
 _ODS_NAME = re.compile(rb"(?<![\w.-])(?:[\w.-]+:)?name\s*=\s*[\"']([^\"']*)[\"']")
 _ODS_ROWS = re.compile(rb"number-rows-repeated\s*=\s*[\"']([0-9]{1,12})[\"']")
 _ODS_COLS = re.compile(rb"number-columns-repeated\s*=\s*[\"']([0-9]{1,12})[\"']")
@@ -753,7 +760,8 @@ def _check_ods_extent(zf: zipfile.ZipFile, unpacked: _Unpacked) -> None:
 
     def walk(buffer: bytes) -> None:
         for match in _ODS_TOKEN.finditer(buffer):
-            end, tag, attrs, closed = match.groups()
+            end, tag, attrs = match.groups()
+            closed = attrs.endswith(b"/")
             if tag == b"table":
                 if not end:
                     name = _ODS_NAME.search(attrs)
