@@ -211,10 +211,20 @@ def test_error_cells_split_between_scan_chunks_keep_their_text(
     assert [r[3] for r in chunked.rows[1:]].count("#REF!") == 42
 
 
-def test_a_sheet_full_of_error_cells_is_refused_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(reader, "MAX_ERROR_CELLS", 50)
-    with pytest.raises(reader.ImportFileError, match="超过50个Excel错误值单元格"):
-        read_table(_error_cells_workbook("桂园小区", 300), "台账.xlsx", **LIMITS)
+def test_one_error_cell_written_over_and_over_is_refused_in_bounded_memory() -> None:
+    """More error cells than the sheet may have cells: the same cell again and again."""
+    data = _error_cells_workbook("桂园小区", 3)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        xml = zf.read("xl/worksheets/sheet1.xml")
+    cell = b'<c r="A2" t="e"><v>#N/A</v></c>'
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, xml.replace(b"</sheetData>", cell * 501 + b"</sheetData>")
+                         if info.filename == "xl/worksheets/sheet1.xml" else src.read(info))
+    with pytest.raises(reader.ImportFileError, match="错误值单元格超过500个"):
+        read_table(out.getvalue(), "台账.xlsx", **{**LIMITS, "max_cells": 500})
+    assert read_table(data, "台账.xlsx", **{**LIMITS, "max_cells": 500}).rows[3][4] == "#N/A"
 
 
 def test_hidden_rows_are_read_and_named_on_the_batch_page(tenant: int) -> None:

@@ -287,7 +287,7 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
             raise ImportFileError("工作簿里没有可见的工作表，没有可导入的内容")
         for name in names:
             hidden: frozenset[int] | None = None
-            marks = _SheetMarks()
+            marks = _SheetMarks(limits)
             if kind == "xlsx":
                 part = parts.get(name)
                 if part is None or zf is None or part not in zf.namelist():
@@ -536,11 +536,13 @@ class _CellPatterns:
             cell_end=b"</" + prefix + b"c>")
 
 
+#: The error texts, by the code the scan stores for them (a byte per error cell).
+_ERROR_TEXTS = ("#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!",
+                "#CALC!", "#GETTING_DATA")
+_ERROR_CODES = {text: code for code, text in enumerate(_ERROR_TEXTS)}
 #: Excel's error values (a formula failed), as a regular expression; `normalize_table`
 #: refuses them in any imported column.
-EXCEL_ERROR = r"#(?:N/A|REF!|VALUE!|DIV/0!|NAME\?|NUM!|NULL!|SPILL!|CALC!|GETTING_DATA)"
-#: At most this many error cells are collected; a sheet with more is refused (bounded memory).
-MAX_ERROR_CELLS = 200_000
+EXCEL_ERROR = "#(?:" + "|".join(re.escape(text[1:]) for text in _ERROR_TEXTS) + ")"
 
 
 @dataclass
@@ -550,9 +552,15 @@ class _SheetMarks:
     (`t="e"`: #N/A, #REF! …) as "", which showed as 缺少室号 or a blank owner; the reader puts
     the text back for `normalize_table` to refuse."""
 
+    #: Error cells past the sheet's `max_cells` (only the same cell written again and again
+    #: gets there) refuse the sheet; the rows of hidden rows past `max_rows` are not kept.
+    limits: _Limits
     hidden_columns: set[int] = field(default_factory=set)
     hidden_rows: set[int] = field(default_factory=set)
-    errors: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: The error cells, compactly (9 bytes each): row, column (0-based), `_ERROR_TEXTS` code.
+    error_rows: array = field(default_factory=lambda: array("I"))
+    error_cols: array = field(default_factory=lambda: array("I"))
+    error_codes: bytearray = field(default_factory=bytearray)
 
     def scan(self, buffer: bytes, patterns: _CellPatterns, name: str, final: bool) -> int:
         """Collect the hidden rows and error cells of `buffer` (whole tags only); return how
@@ -561,7 +569,7 @@ class _SheetMarks:
             for match in patterns.row.finditer(buffer):
                 attrs = match.group(1)
                 ref = _REF_ATTR.search(attrs) if _HIDDEN_ATTR.search(attrs) else None
-                if ref and ref.group(2):
+                if ref and ref.group(2) and 0 < int(ref.group(2)) <= self.limits.max_rows:
                     self.hidden_rows.add(int(ref.group(2)) - 1)
         if b'"e"' not in buffer and b"'e'" not in buffer:
             return len(buffer)
@@ -583,18 +591,24 @@ class _SheetMarks:
         return len(buffer)
 
     def add_error(self, row: int, col: int, text: str, name: str) -> None:
-        """Note an error cell (0-based); refuse the sheet past `MAX_ERROR_CELLS` of them."""
-        self.errors[(row, col)] = text
-        if len(self.errors) > MAX_ERROR_CELLS:
+        """Note an error cell (0-based). More of them than the sheet may have cells means the
+        same cells written again and again: refused, so memory stays bounded."""
+        if row >= self.limits.max_rows or col >= 16384:
+            return  # past what is read (the extent check refuses such a sheet anyway)
+        self.error_rows.append(row)
+        self.error_cols.append(col)
+        self.error_codes.append(_ERROR_CODES.get(text, 0))
+        if len(self.error_codes) > self.limits.max_cells:
             raise ImportFileError(
-                f"工作表“{name}”中有超过{MAX_ERROR_CELLS:,}个Excel错误值单元格（#N/A、#REF!等，公式出错），"
-                "请先修正公式，或复制后“选择性粘贴为数值”再上传")
+                f"工作表“{name}”中的Excel错误值单元格超过{self.limits.max_cells:,}个，多于表格能有的"
+                f"单元格，文件已损坏或是人为构造的。{_RESAVE}")
 
     def put_errors(self, rows: list[list[Any]]) -> None:
         """Write each error cell's text (#N/A …) where calamine left "" for it."""
-        for (r, c), text in self.errors.items():
-            if r < len(rows) and c < len(rows[r]) and rows[r][c] == "":
-                rows[r][c] = text
+        height = len(rows)
+        for r, c, code in zip(self.error_rows, self.error_cols, self.error_codes, strict=True):
+            if r < height and c < len(rows[r]) and rows[r][c] == "":
+                rows[r][c] = _ERROR_TEXTS[code]
 
 
 @dataclass
@@ -628,7 +642,7 @@ def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
     file over the limit, or that carries a DTD; return its hidden columns and rows and its
     error cells."""
     limits = unpacked.limits
-    marks = _SheetMarks()
+    marks = _SheetMarks(limits)
     hidden = marks.hidden_columns
     try:
         with zf.open(part) as fh:
@@ -836,7 +850,7 @@ def _check_xls(data: bytes, limits: _Limits) -> dict[str, _SheetMarks]:
             current = None
             if pos > 0:
                 name = names.get(pos, "?")
-                current = (_Extent(name, limits), found.setdefault(name, _SheetMarks()))
+                current = (_Extent(name, limits), found.setdefault(name, _SheetMarks(limits)))
         elif rtype == _BIFF_EOF:
             current = stack.pop() if stack else None
         elif rtype == _BIFF_BOUNDSHEET and length >= 8:
