@@ -246,6 +246,37 @@ def test_hidden_rows_are_read_and_named_on_the_batch_page(tenant: int) -> None:
     assert "hidden_rows" not in plain.mapping
 
 
+def test_a_hidden_total_row_is_not_named_as_read(tenant: int) -> None:
+    """Only hidden rows read as households are named: a hidden 合计 row is skipped, and the
+    page says the hidden rows were 读取并计入上面的数字."""
+    gui = community("桂园")
+
+    def hide(ws: Any) -> None:
+        ws.row_dimensions[3].hidden = True
+        ws.row_dimensions[5].hidden = True
+
+    found = plan_households(db.session, tenant, read_table(xlsx([
+        ["小区", "楼栋", "单元", "室号", "户主"], [gui, 1, 1, 101, "张三"],
+        [gui, 1, 1, 102, "李四"], [gui, 1, 1, 103, "王五"], ["合计", "3户"]], hide),
+        "台账.xlsx", **LIMITS))
+    assert found.data.skipped == [(5, "小计/合计行")]
+    assert found.mapping["hidden_rows"] == [3] and found.mapping["hidden_row_count"] == 1
+
+
+def test_a_formula_filled_down_past_the_data_leaves_blank_rows_not_errors(tenant: int) -> None:
+    """=VLOOKUP(…) in 户主 filled down below the last household gives #N/A rows with nothing
+    else (some numbered by 序号): skipped as blank, as before the reader kept error cells."""
+    gui = community("桂园")
+    found = plan_households(db.session, tenant, read_table(xlsx([
+        ["序号", "小区", "楼栋", "单元", "室号", "户主"],
+        [1, gui, 1, 1, 101, "张三"], [2, gui, 1, 1, 102, "#N/A"],
+        [3, None, None, None, None, "#N/A"], [None, None, None, None, None, "#N/A"],
+    ]), "台账.xlsx", **LIMITS))
+    assert found.counts["create"] == 1 and found.counts["error"] == 1  # row 3: a household
+    assert found.data.skipped == [(4, "空行（只有序号等未识别的列）"),
+                                  (5, "空行（只有公式的错误值，如#N/A）")]
+
+
 def test_placeholders_mean_empty_and_export_wrappings_are_removed() -> None:
     phones, reasons = normalize_phones(pd.Series(
         ["'13812345678", '="13812345678"', "无", "/", "—", "0376 1234567", "（0376）1234567",

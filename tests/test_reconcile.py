@@ -23,10 +23,18 @@ from rq import Queue
 from sqlalchemy.orm import Session
 
 from onemeter.database import db
+from onemeter.imports.reader import read_table
 from onemeter.jobs import FINISHED, JobRun, queue_name, redis_connection
 from onemeter.reconcile.engine import reconcile
 from onemeter.reconcile.models import DONE, FAILED, ReconcileRun
-from onemeter.reconcile.service import get_run, list_runs, plan_check, result_bytes, start_upload
+from onemeter.reconcile.service import (
+    account_frame,
+    get_run,
+    list_runs,
+    plan_check,
+    result_bytes,
+    start_upload,
+)
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.registry.plan import load_plan
 from onemeter.tenancy import TenantScope, use_scope
@@ -284,3 +292,22 @@ def test_a_sub_district_sees_its_own_counts_not_a_comparison_with_the_district_p
     assert "只给出全区的目标" in page and "处与计划不一致" not in page
     district = login("district").get("/reconcile/list/").get_data(as_text=True)
     assert "只给出全区的目标" not in district
+
+
+def test_an_error_cell_in_the_account_list_is_compared_as_empty(app: Flask) -> None:
+    """A failed formula's #N/A (an .xlsx error cell, which the reader now keeps) says nothing
+    about the account: it is compared as an empty cell, not as a name that differs."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["户号", "户名", "水表编号"])
+    ws.append(["1001", "张三", "M1"])
+    ws.append(["1002", "#N/A", "#REF!"])
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    raw = read_table(buffer.getvalue(), "清单.xlsx", max_bytes=1 << 20,
+                     max_uncompressed_bytes=1 << 24, max_cells=10_000)
+    assert raw.rows[2][1:] == ["#N/A", "#REF!"]  # kept by the reader …
+    with app.app_context():
+        frame = account_frame(raw, "water")
+    assert frame["owner_name"].tolist() == ["张三", ""]  # … and blank for the comparison
+    assert frame["meter_no"].tolist() == ["M1", ""]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from onemeter.imports.reader import ImportFileError
+from onemeter.imports.reader import EXCEL_ERROR, ImportFileError
 from onemeter.registry.normalize import normalize_part
 
 #: Header spellings of the household ledger's fields (canonical field → spellings).
@@ -328,6 +328,17 @@ def cell_strings(column: pd.Series, *, strip: bool = False) -> pd.Series:
     return text.str.strip() if strip else text
 
 
+def excel_errors(strings: pd.Series) -> np.ndarray:
+    """Which cells (as `cell_strings(…, strip=True)` gives them) are an Excel error value
+    (#N/A, #REF! …: a formula failed). The full pattern runs only on the few cells that start
+    with "#"."""
+    found = strings.str.startswith("#").fillna(False).to_numpy(dtype=bool, copy=True)
+    if found.any():
+        found[found] = (strings[found].str.upper().str.fullmatch(EXCEL_ERROR)
+                        .fillna(False).to_numpy(dtype=bool))
+    return found
+
+
 #: At most this many cells are looked at to fill merged ranges down (a hostile file's ranges
 #: may overlap by the million; a real ledger's cover a few thousand cells).
 MERGED_FILL_LIMIT = 2_000_000
@@ -385,7 +396,8 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     """The rows below the header that are data (vectorized over the rows with pandas/numpy).
 
     Dropped, each with its reason: blank rows and rows where no mapped column has a value
-    (a template's pre-numbered empty rows), 小计/合计/总计/共计 rows (such a word anywhere
+    (a template's pre-numbered empty rows; an Excel error value such as #N/A, left by a
+    formula filled down past the data, is no value), 小计/合计/总计/共计 rows (such a word anywhere
     in a cell of the first four columns: "桂园小区合计"), repeated header rows (a printed ledger repeats it per page), a 栏次 row of column
     numbers right under the header, and footer rows (填表人/审核人/备注：…).
 
@@ -410,6 +422,9 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     strings = {c: cell_strings(body[c], strip=True) for c in body.columns}
     filled = np.column_stack([(strings[c] != "").to_numpy() for c in body.columns])
     blank = ~filled.any(axis=1)
+    # A formula filled down past the data leaves #N/A in rows that hold nothing else.
+    valued = filled & ~np.column_stack([excel_errors(strings[c]) for c in body.columns])
+    errors_only = ~blank & ~valued.any(axis=1)
     first_at = filled.argmax(axis=1)
     first = cell_strings(pd.Series(body.to_numpy(dtype=object)[np.arange(len(body)), first_at]),
                          strip=True)
@@ -441,7 +456,7 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
             known.discard("")
             same += strings[c].isin(known).to_numpy(dtype=bool)
         repeated = same >= max(2, (len(header.columns) + 1) // 2)
-        unmapped_only = ~filled[:, mapped].any(axis=1)
+        unmapped_only = ~valued[:, mapped].any(axis=1)
     numbering = np.zeros(len(body), dtype=bool)
     numbering[0] = first_block and _is_column_numbers(below[0])
 
@@ -449,7 +464,8 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     if sections:
         section = np.isin(np.arange(start, start + len(body)), np.fromiter(sections, dtype=int))
     reason = np.full(len(body), None, dtype=object)
-    for mask, text in ((unmapped_only, "空行（只有序号等未识别的列）"), (numbering, "栏次行（列序号）"),
+    for mask, text in ((unmapped_only, "空行（只有序号等未识别的列）"),
+                       (errors_only, "空行（只有公式的错误值，如#N/A）"), (numbering, "栏次行（列序号）"),
                        (repeated, "重复的表头"), (total, "小计/合计行"),
                        (footer, "表尾（填表人/审核人/备注）"), (blank, "空行"),
                        (section, "分节标题（跨列合并的单元格）")):

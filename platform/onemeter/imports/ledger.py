@@ -738,7 +738,7 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
         "sheet": sheet.raw.sheet_name,
         "sheets": list(sheet.raw.sheet_names),
         "title_community": sheet.title_community,
-        **_hidden_rows(sheet),
+        **_hidden_rows(sheet, data.row_numbers),
         "source_kind": sheet.raw.source_kind,
         "header_rows": [r + 1 for r in header.header_rows],
         "data_start": header.data_start + 1,
@@ -758,14 +758,13 @@ def _combine(sheet: _Sheet, parts: Sequence[ImportPlan]) -> ImportPlan:
 HIDDEN_ROWS_SHOWN = 20
 
 
-def _hidden_rows(sheet: _Sheet) -> dict[str, Any]:
-    """The hidden rows (1-based, as Excel numbers them) below the header that hold anything:
-    they are read like the others, and the page says so, for the clerk who hid rows already
-    dealt with or left a filter on. {} when there are none."""
-    rows = sheet.raw.rows
-    hidden = [r + 1 for r in sorted(sheet.raw.hidden_rows)
-              if r >= sheet.header.data_start
-              and any(not (v is None or (isinstance(v, str) and not v.strip())) for v in rows[r])]
+def _hidden_rows(sheet: _Sheet, read: Sequence[int]) -> dict[str, Any]:
+    """The hidden rows (1-based, as Excel numbers them) among the rows `read` as data (not
+    the skipped 合计 or blank rows): they are read like the others, and the page says so, for
+    the clerk who hid rows already dealt with or left a filter on. {} when there are none."""
+    if not sheet.raw.hidden_rows:
+        return {}
+    hidden = sorted(set(read).intersection(r + 1 for r in sheet.raw.hidden_rows))
     if not hidden:
         return {}
     return {"hidden_rows": hidden[:HIDDEN_ROWS_SHOWN], "hidden_row_count": len(hidden)}

@@ -41,9 +41,9 @@ from onemeter.imports.headers import (
     DataRows,
     HeaderMatch,
     cell_strings,
+    excel_errors,
     split_address,
 )
-from onemeter.imports.reader import EXCEL_ERROR
 from onemeter.registry.normalize import normalize_part
 
 #: A column normalizer: the column → (clean values, reasons).
@@ -382,10 +382,8 @@ def normalize_table(frame: pd.DataFrame, *, labels: Mapping[str, str] | None = N
     for field in frame.columns:
         clean, reasons = _by_unique_values(table.get(field, normalize_text), frame[field])
         text = cell_strings(frame[field], strip=True)
-        failed = text.str.startswith("#")
-        if failed.any():  # few cells start with "#": the full pattern runs on those only
-            failed[failed] = text[failed].str.upper().str.fullmatch(EXCEL_ERROR)
-            failed = failed.astype(bool)
+        failed = excel_errors(text)
+        if failed.any():
             reasons = reasons.mask(failed, "单元格是Excel的错误值" + text.astype(object)
                                    + "（公式出错），请改成实际内容")
             clean = clean.mask(failed, None)

@@ -249,7 +249,7 @@ def _not_a_workbook(data: bytes) -> str:
 def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                    extension: str) -> RawSheet:
     parts: dict[str, str] = {}
-    xls_marks: dict[str, _SheetMarks] = {}
+    xls_marks: dict[int, _SheetMarks] = {}
     zf: zipfile.ZipFile | None = None
     unpacked = _Unpacked(limits)
     if kind == "zip":
@@ -294,8 +294,8 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                     raise ImportFileError(f"工作表“{name}”在文件中找不到对应的数据部分，文件可能已损坏。{_RESAVE}")
                 marks = _check_xlsx_sheet(zf, part, name, unpacked)
                 hidden = frozenset(marks.hidden_columns)
-            elif kind == "xls":
-                marks = xls_marks.get(name, marks)
+            elif kind == "xls":  # by position: calamine may decode a BIFF5 name otherwise
+                marks = xls_marks.get([m.name for m in metas].index(name), marks)
                 hidden = frozenset(marks.hidden_columns)
             try:
                 calamine_sheet = book.get_sheet_by_name(name)
@@ -521,7 +521,7 @@ class _CellPatterns:
     cell: re.Pattern[bytes]  # a cell tag: (attributes, with a trailing "/" if self-closing)
     row: re.Pattern[bytes]  # a row tag: (attributes)
     error_value: re.Pattern[bytes]  # <v>#N/A</v>: (the error's text)
-    cell_end: bytes  # </c>
+    cell_end: re.Pattern[bytes]  # </c>, or the next cell's start tag (then it had no end)
 
     @classmethod
     def for_prefix(cls, prefix: bytes) -> _CellPatterns:
@@ -533,7 +533,7 @@ class _CellPatterns:
             cell=re.compile(tag + rb'(?=[\s/>])([^<>]*+)>'),
             row=re.compile(b"<" + escaped + rb'row(?=[\s/>])([^<>]*+)>'),
             error_value=re.compile(b"<" + escaped + rb"v>(" + EXCEL_ERROR.encode() + rb")<"),
-            cell_end=b"</" + prefix + b"c>")
+            cell_end=re.compile(b"<(/?)" + escaped + rb"c(?=[\s/>])"))
 
 
 #: The error texts, by the code the scan stores for them (a byte per error cell).
@@ -577,17 +577,22 @@ class _SheetMarks:
             attrs = match.group(1)
             if attrs.endswith(b"/") or not _ERROR_ATTR.search(attrs):
                 continue  # not an error cell, or <c … t="e"/> with no value to show
-            end = buffer.find(patterns.cell_end, match.end())
-            if end < 0:
+            # The cell's end, looked for up to the next cell's start only (linear time).
+            end = patterns.cell_end.search(buffer, match.end())
+            if end is None:
                 if not final:
                     return match.start()
                 break
+            if not end.group(1):
+                continue  # the next cell starts before this one ends: malformed, left as is
             ref = _REF_ATTR.search(attrs)
             if not (ref and ref.group(1) and ref.group(2)):
                 continue  # a cell without its reference cannot be placed (no program writes it)
-            value = patterns.error_value.search(buffer, match.end(), end)
-            self.add_error(int(ref.group(2)) - 1, _column_number(ref.group(1).decode()) - 1,
-                           value.group(1).decode() if value else "#N/A", name)
+            value = patterns.error_value.search(buffer, match.end(), end.start())
+            if value is not None:  # no cached value (<c t="e"></c>): empty, as Excel shows it
+                self.add_error(int(ref.group(2)) - 1,
+                               _column_number(ref.group(1).decode()) - 1,
+                               value.group(1).decode(), name)
         return len(buffer)
 
     def add_error(self, row: int, col: int, text: str, name: str) -> None:
@@ -825,20 +830,31 @@ _FREE, _END_OF_CHAIN = 0xFFFFFFFF, 0xFFFFFFFE
 _BIFF_CELLS = frozenset((0x0006, 0x0203, 0x0204, 0x0205, 0x027E, 0x00FD, 0x00D6))
 _BIFF_MULRK, _BIFF_BOF, _BIFF_EOF, _BIFF_BOUNDSHEET = 0x00BD, 0x0809, 0x000A, 0x0085
 _BIFF_FORMULA, _BIFF_BOOLERR, _BIFF_ROW, _BIFF_COLINFO = 0x0006, 0x0205, 0x0208, 0x007D
+_BIFF_CODEPAGE = 0x0042
 #: BIFF8 error codes (BOOLERR, or a FORMULA's cached result) → the text Excel shows.
 _BIFF_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!",
                 0x1D: "#NAME?", 0x24: "#NUM!", 0x2A: "#N/A", 0x2B: "#GETTING_DATA"}
 
 
-def _check_xls(data: bytes, limits: _Limits) -> dict[str, _SheetMarks]:
+def _check_xls(data: bytes, limits: _Limits) -> dict[int, _SheetMarks]:
     """Refuse an .xls that is truncated, encrypted, not a workbook, or whose sheets reach too
     far (calamine reads every sheet of an .xls at open time, each as a dense range); return
-    each sheet's hidden rows and columns and error cells (`_SheetMarks`), by name."""
+    each sheet's hidden rows and columns and error cells (`_SheetMarks`), by the sheet's
+    position among the BOUNDSHEET records (the order calamine lists the sheets in)."""
     stream = _cfb_workbook_stream(data)
-    names: dict[int, str] = {}
-    found: dict[str, _SheetMarks] = {}
-    stack: list[tuple[_Extent, _SheetMarks] | None] = []  # substreams nest (a chart in a sheet)
-    current: tuple[_Extent, _SheetMarks] | None = None
+    names: dict[int, tuple[int, str]] = {}  # a sheet's BOF offset → (position, name)
+    found: dict[int, _SheetMarks] = {}
+    stack: list[tuple[_Extent, int] | None] = []  # substreams nest (a chart in a worksheet)
+    current: tuple[_Extent, int] | None = None
+    biff8, codepage = True, "cp1252"
+    hidden_total = 0  # hidden rows kept, over all sheets: bounded like a sheet's cells
+
+    def marks() -> _SheetMarks:
+        assert current is not None
+        if current[1] not in found:
+            found[current[1]] = _SheetMarks(limits)
+        return found[current[1]]
+
     pos, end = 0, len(stream)
     while pos + 4 <= end:
         rtype, length = struct.unpack_from("<HH", stream, pos)
@@ -849,49 +865,74 @@ def _check_xls(data: bytes, limits: _Limits) -> dict[str, _SheetMarks]:
             stack.append(current)
             current = None
             if pos > 0:
-                name = names.get(pos, "?")
-                current = (_Extent(name, limits), found.setdefault(name, _SheetMarks(limits)))
+                position, name = names.get(pos, (-1, "?"))
+                current = (_Extent(name, limits), position)
+            if pos == 0 and length >= 2:  # the workbook's own BOF: 0x0600 BIFF8, 0x0500 BIFF5
+                biff8 = struct.unpack_from("<H", stream, body)[0] != 0x0500
         elif rtype == _BIFF_EOF:
             current = stack.pop() if stack else None
+        elif rtype == _BIFF_CODEPAGE and length >= 2:
+            codepage = _codec(struct.unpack_from("<H", stream, body)[0])
         elif rtype == _BIFF_BOUNDSHEET and length >= 8:
             offset = struct.unpack_from("<I", stream, body)[0]
-            names[offset] = _boundsheet_name(stream[body + 6:body + length])
+            names[offset] = (len(names),
+                             _boundsheet_name(stream[body + 6:body + length], biff8, codepage))
         elif current is None:
             pass
         elif length >= 4 and rtype in _BIFF_CELLS:
             row, col = struct.unpack_from("<HH", stream, body)
             current[0].add(row + 1, col + 1)
-            _xls_error(rtype, stream[body:body + length], current[1], current[0].name)
+            if rtype in (_BIFF_BOOLERR, _BIFF_FORMULA):
+                code = _xls_error(rtype, stream[body:body + length])
+                if code is not None:
+                    marks().add_error(row, col, _BIFF_ERRORS.get(code, "#N/A"), current[0].name)
         elif rtype == _BIFF_MULRK and length >= 6:
             row = struct.unpack_from("<H", stream, body)[0]
             last = struct.unpack_from("<H", stream, body + length - 2)[0]
             current[0].add(row + 1, last + 1)
         elif rtype == _BIFF_ROW and length >= 14:
             if struct.unpack_from("<H", stream, body + 12)[0] & 0x0020:  # fDyZero: hidden
-                current[1].hidden_rows.add(struct.unpack_from("<H", stream, body)[0])
+                marks().hidden_rows.add(struct.unpack_from("<H", stream, body)[0])
+                hidden_total += 1
+                if hidden_total > limits.max_cells:
+                    raise ImportFileError(
+                        f"工作簿中标记为隐藏的行超过{limits.max_cells:,}个，文件已损坏或是人为构造的。"
+                        f"{_RESAVE}")
         elif rtype == _BIFF_COLINFO and length >= 10:
             first, last, _width, _xf, flags = struct.unpack_from("<HHHHH", stream, body)
             if flags & 0x0001:  # fHidden
-                current[1].hidden_columns.update(range(first, min(last, 255) + 1))
+                marks().hidden_columns.update(range(first, min(last, 255) + 1))
         pos = body + length
     return found
 
 
-def _xls_error(rtype: int, record: bytes, marks: _SheetMarks, name: str) -> None:
-    """Note the error of a BOOLERR record (fError set) or of a FORMULA's cached result
-    (type 2, marked by 0xFFFF in its last two bytes): calamine reads both as ""."""
-    code: int | None = None
+def _codec(codepage: int) -> str:
+    """The Python codec of an .xls CODEPAGE (936 → cp936, i.e. GBK; 1200 is UTF-16, which
+    BIFF8 names do not need); cp1252 when Python has none."""
+    name = {1200: "utf-16-le", 367: "ascii", 10000: "mac_roman", 32768: "mac_roman",
+            32769: "cp1252"}.get(codepage, f"cp{codepage}")
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "cp1252"
+
+
+def _xls_error(rtype: int, record: bytes) -> int | None:
+    """The error code of a BOOLERR record (fError set) or of a FORMULA's cached result
+    (type 2, marked by 0xFFFF in its last two bytes), else None: calamine reads both as ""."""
     if rtype == _BIFF_BOOLERR and len(record) >= 8 and record[7] == 1:
-        code = record[6]
-    elif (rtype == _BIFF_FORMULA and len(record) >= 14 and record[6] == 0x02
-          and record[12:14] == b"\xff\xff"):
-        code = record[8]
-    if code is not None:
-        row, col = struct.unpack_from("<HH", record)
-        marks.add_error(row, col, _BIFF_ERRORS.get(code, "#N/A"), name)
+        return record[6]
+    if (rtype == _BIFF_FORMULA and len(record) >= 14 and record[6] == 0x02
+            and record[12:14] == b"\xff\xff"):
+        return record[8]
+    return None
 
 
-def _boundsheet_name(raw: bytes) -> str:
+def _boundsheet_name(raw: bytes, biff8: bool = True, codepage: str = "cp1252") -> str:
+    """A BOUNDSHEET record's sheet name: BIFF8 a length, flags (bit 0: UTF-16) and the
+    characters; BIFF5 (Excel 95) a length and bytes in the workbook's code page."""
+    if not biff8:
+        return raw[1:1 + raw[0]].decode(codepage, "replace") if raw else "?"
     if len(raw) < 2:
         return "?"
     count, flags = raw[0], raw[1]

@@ -26,7 +26,9 @@ from onemeter.database import db
 from onemeter.exports import safe_cell
 from onemeter.imports.headers import (
     CORE_ALIASES,
+    cell_strings,
     drop_non_data_rows,
+    excel_errors,
     locate_header,
     merge_aliases,
     split_address,
@@ -200,6 +202,10 @@ def account_frame(raw: RawSheet, utility: str) -> pd.DataFrame:
     data = drop_non_data_rows(raw.rows, header)
     frame = pd.DataFrame({f: [row[i] if i < len(row) else "" for row in data.rows]
                           for f, i in header.columns.items()})
+    for f in list(frame.columns):  # #N/A from a failed formula says nothing: compared as empty
+        failed = excel_errors(cell_strings(frame[f], strip=True))
+        if failed.any():
+            frame[f] = frame[f].mask(failed, "")
     frame["row"] = data.row_numbers
     if "address" in frame and "room" not in frame:
         parts = split_address(frame["address"])
