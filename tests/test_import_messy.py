@@ -200,6 +200,26 @@ def test_xlsx_error_cells_are_refused_instead_of_read_as_empty(tenant: int) -> N
     assert (rows["action"] == "create").sum() == 21 - len(refused)
 
 
+def test_excel_365_errors_refuse_their_rows_not_the_whole_file(tenant: int) -> None:
+    """calamine refuses a whole sheet for one #SPILL! or #CALC! ('Unsupported cell error
+    value'), which the clerk read as 文件已损坏; the reader reads a copy with #N/A there."""
+    gui = community("桂园")
+    data = _error_cells_workbook(gui, 6)  # #N/A owners in rows 4 and 7 (n = 3, 6)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        xml = zf.read("xl/worksheets/sheet1.xml")
+    xml = xml.replace(b"<v>#N/A</v>", b"<v>#SPILL!</v>", 1).replace(b"<v>#N/A</v>",
+                                                                    b"<v>#CALC!</v>", 1)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, xml if info.filename == "xl/worksheets/sheet1.xml"
+                         else src.read(info))
+    rows = plan(tenant, out.getvalue())
+    assert rows["action"].tolist() == ["create", "create", "error", "create", "create", "error"]
+    assert "Excel的错误值#SPILL!" in rows.loc[4, "reason"]
+    assert "Excel的错误值#CALC!" in rows.loc[7, "reason"]
+
+
 def test_error_cells_split_between_scan_chunks_keep_their_text(
         monkeypatch: pytest.MonkeyPatch) -> None:
     data = _error_cells_workbook("桂园小区", 300)

@@ -298,12 +298,18 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                 marks = xls_marks.get([m.name for m in metas].index(name), marks)
                 hidden = frozenset(marks.hidden_columns)
             try:
-                calamine_sheet = book.get_sheet_by_name(name)
-                rows = calamine_sheet.to_python(skip_empty_area=False, nrows=limits.max_rows + 1)
-                merged = tuple((a[0], a[1], b[0], b[1])
-                               for a, b in (calamine_sheet.merged_cell_ranges or ()))
+                rows, merged = _sheet_rows(book, name, limits)
             except Exception as exc:
-                raise ImportFileError(_broken(kind, exc)) from exc
+                if not (kind == "xlsx" and zf is not None and marks.has_newer_errors()):
+                    raise ImportFileError(_broken(kind, exc)) from exc
+                # calamine refuses a whole sheet for one #SPILL! or #CALC! (Excel 365): read a
+                # copy holding #N/A there instead; the scan puts the real text back below.
+                try:
+                    with CalamineWorkbook.from_filelike(
+                            io.BytesIO(_classic_errors_only(zf, parts[name]))) as copy:
+                        rows, merged = _sheet_rows(copy, name, limits)
+                except Exception as again:
+                    raise ImportFileError(_broken(kind, again)) from again
             if len(rows) > limits.max_rows:
                 raise ImportFileError(_too_many_rows(name, limits.max_rows))
             marks.put_errors(rows)
@@ -317,6 +323,29 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                             hidden_rows=frozenset(r for r in marks.hidden_rows if r < len(rows)))
     which = f"工作表“{sheet}”" if sheet is not None else "所有可见的工作表"
     raise ImportFileError(f"{which}都是空的，没有可导入的行")
+
+
+def _sheet_rows(book: CalamineWorkbook, name: str, limits: _Limits
+                ) -> tuple[list[list[Any]], tuple[tuple[int, int, int, int], ...]]:
+    """A sheet's rows from A1 (up to one past `max_rows`) and its merged ranges."""
+    calamine_sheet = book.get_sheet_by_name(name)
+    rows = calamine_sheet.to_python(skip_empty_area=False, nrows=limits.max_rows + 1)
+    merged = tuple((a[0], a[1], b[0], b[1]) for a, b in (calamine_sheet.merged_cell_ranges or ()))
+    return rows, merged
+
+
+def _classic_errors_only(zf: zipfile.ZipFile, part: str) -> bytes:
+    """The workbook again, with every newer error value (#SPILL!, #CALC! …) cached in the
+    worksheet `part` written as #N/A, which calamine reads. Only for a sheet that has them;
+    every member was already checked for its size and a DTD."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as copy:
+        for info in zf.infolist():
+            content = zf.read(info)
+            if info.filename == part:
+                content = _NEWER_ERROR_VALUE.sub(rb"\1#N/A\2", content)
+            copy.writestr(info.filename, content)
+    return out.getvalue()
 
 
 def _broken(kind: str, exc: BaseException) -> str:
@@ -536,13 +565,20 @@ class _CellPatterns:
             cell_end=re.compile(b"<(/?)" + escaped + rb"c(?=[\s/>])"))
 
 
-#: The error texts, by the code the scan stores for them (a byte per error cell).
-_ERROR_TEXTS = ("#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!",
-                "#CALC!", "#GETTING_DATA")
+#: The error texts, by the code the scan stores for them (a byte per error cell): Excel's
+#: classic seven, which calamine reads (as ""), then the newer ones, which it refuses.
+_CLASSIC_ERRORS = ("#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!")
+_NEWER_ERRORS = ("#SPILL!", "#CALC!", "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#UNKNOWN!",
+                 "#BUSY!", "#CONNECT!", "#PYTHON!", "#EXTERNAL!")
+_ERROR_TEXTS = _CLASSIC_ERRORS + _NEWER_ERRORS
 _ERROR_CODES = {text: code for code, text in enumerate(_ERROR_TEXTS)}
 #: Excel's error values (a formula failed), as a regular expression; `normalize_table`
 #: refuses them in any imported column.
 EXCEL_ERROR = "#(?:" + "|".join(re.escape(text[1:]) for text in _ERROR_TEXTS) + ")"
+#: A newer error as an error cell's cached value (`<v>#SPILL!</v>`), for `_classic_errors_only`.
+_NEWER_ERROR_VALUE = re.compile(rb"(<(?:[\w.-]+:)?v>)#(?:"
+                                + b"|".join(re.escape(t[1:].encode()) for t in _NEWER_ERRORS)
+                                + rb")(</)")
 
 
 @dataclass
@@ -607,6 +643,10 @@ class _SheetMarks:
             raise ImportFileError(
                 f"工作表“{name}”中的Excel错误值单元格超过{self.limits.max_cells:,}个，多于表格能有的"
                 f"单元格，文件已损坏或是人为构造的。{_RESAVE}")
+
+    def has_newer_errors(self) -> bool:
+        """Whether an error cell holds one of the newer errors calamine refuses (#SPILL! …)."""
+        return any(code >= len(_CLASSIC_ERRORS) for code in set(self.error_codes))
 
     def put_errors(self, rows: list[list[Any]]) -> None:
         """Write each error cell's text (#N/A …) where calamine left "" for it."""
