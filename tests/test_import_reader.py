@@ -2,7 +2,7 @@
 (onemeter.imports.headers): real workbooks built here with openpyxl, CSVs in every encoding a
 clerk's computer writes, and hostile files, each refused with its Chinese message.
 
-No database: pure functions. The three .xls files under tests/fixtures/imports/ (5.5 KB
+No database: pure functions. The four .xls files under tests/fixtures/imports/ (5.5 KB
 each) were written by xlwt 1.3.0, which is not a dependency:
 
     ws.write_merge(0, 0, 0, 6, "平桥区一户一表改造工作台账"); ...  # ledger.xls
@@ -12,6 +12,8 @@ each) were written by xlwt 1.3.0, which is not a dependency:
     ws.write(4, 4, xlwt.Formula("NA()"))      # its FORMULA record's cached result then
     ws.row(3).hidden = True                   # patched to #N/A (02 00 2A 00 00 00 FF FF),
     ws.col(5).hidden = True                   # as Excel saves a failed VLOOKUP
+    # dup_names.xls: sheets AA (#REF! in B2, row 2 hidden) and AB (#REF! in B5, row 4
+    # hidden), each 户主 电话 + 5 rows; then AB's BOUNDSHEET name patched to AA
 """
 
 from __future__ import annotations
@@ -755,3 +757,45 @@ def test_an_excel_95_sheets_error_cells_and_hidden_rows_are_found():
     sheet = read(data, "台账.xls")
     assert sheet.rows[2][1] == "#N/A" and sheet.hidden_rows == frozenset({2})
     assert "工作表“台账”" in refused(data, "台账.xls", max_cells=4)
+
+
+def test_of_two_xls_sheets_with_one_name_the_marks_are_those_of_the_sheet_calamine_reads():
+    """calamine keeps the last sheet of a name; its error cell and hidden row go with it."""
+    sheet = read(FIXTURES / "dup_names.xls", "台账.xls")
+    assert sheet.rows[1][0] == "second1" and sheet.rows[4][1] == "#REF!"
+    assert sheet.hidden_rows == frozenset({3})
+
+
+def test_two_xlsx_sheets_with_one_name_are_refused(tmp_path):
+    """calamine reads the first of them and the checks scanned the last: a far cell in the
+    first made calamine allocate past the limit and abort the process."""
+    wb = openpyxl.Workbook()
+    wb.active.title = "台账"
+    wb.active["XFD50000"] = 1
+    wb.create_sheet("小计").append(["小区"])
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    with zipfile.ZipFile(buffer) as zf:
+        workbook = zf.read("xl/workbook.xml").replace('name="小计"'.encode(),
+                                                      'name="台账"'.encode())
+    path = tmp_path / "dup.xlsx"
+    path.write_bytes(replace_part(buffer.getvalue(), "xl/workbook.xml", workbook))
+    assert in_subprocess(path, "台账.xlsx").startswith("REFUSED 工作簿中有两个都叫“台账”的工作表")
+
+
+@pytest.mark.parametrize("prolog", ["<!-- <x:worksheet -->", ""])
+@pytest.mark.parametrize("prefix", ["", "x:"])
+def test_far_cells_are_found_whatever_prefix_a_comment_or_the_root_names(tmp_path, prolog, prefix):
+    """The fast path took the cells' prefix from the first "…:worksheet" text: a comment
+    naming x: made it look for <x:c and find no cells, so no limit applied."""
+    ns = 'xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    cells = "".join(f'<{prefix}c r="A{r}" t="e"><{prefix}v>#N/A</{prefix}v></{prefix}c>'
+                    for r in range(1, 3))
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?>{prolog}<{prefix or ""}worksheet '
+           f'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" {ns}>'
+           f'<{prefix}sheetData><{prefix}row r="1">{cells}</{prefix}row>'
+           f'<{prefix}row r="4000"><{prefix}c r="ZZ4000"><{prefix}v>1</{prefix}v></{prefix}c>'
+           f'</{prefix}row></{prefix}sheetData></{prefix}worksheet>').encode()
+    path = tmp_path / "far.xlsx"
+    path.write_bytes(replace_part(small_xlsx(), "xl/worksheets/sheet1.xml", xml))
+    assert "一直延伸到第4,000行、第702列" in in_subprocess(path, "台账.xlsx")

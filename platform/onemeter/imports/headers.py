@@ -464,7 +464,9 @@ def drop_non_data_rows(rows: Sequence[Sequence[Any]], header: HeaderMatch, *,
     if sections:
         section = np.isin(np.arange(start, start + len(body)), np.fromiter(sections, dtype=int))
     reason = np.full(len(body), None, dtype=object)
+    with_errors = unmapped_only & (filled & ~valued).any(axis=1)
     for mask, text in ((unmapped_only, "空行（只有序号等未识别的列）"),
+                       (with_errors, "空行（只有序号等未识别的列和公式的错误值，如#N/A）"),
                        (errors_only, "空行（只有公式的错误值，如#N/A）"), (numbering, "栏次行（列序号）"),
                        (repeated, "重复的表头"), (total, "小计/合计行"),
                        (footer, "表尾（填表人/审核人/备注）"), (blank, "空行"),

@@ -35,7 +35,9 @@ import io
 import os
 import posixpath
 import re
+import shutil
 import struct
+import tempfile
 import zipfile
 import zlib
 from array import array
@@ -294,8 +296,10 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                     raise ImportFileError(f"工作表“{name}”在文件中找不到对应的数据部分，文件可能已损坏。{_RESAVE}")
                 marks = _check_xlsx_sheet(zf, part, name, unpacked)
                 hidden = frozenset(marks.hidden_columns)
-            elif kind == "xls":  # by position: calamine may decode a BIFF5 name otherwise
-                marks = xls_marks.get([m.name for m in metas].index(name), marks)
+            elif kind == "xls":  # by position: calamine may decode a BIFF5 name otherwise;
+                # of two sheets with one name calamine keeps the last
+                position = max(i for i, m in enumerate(metas) if m.name == name)
+                marks = xls_marks.get(position, marks)
                 hidden = frozenset(marks.hidden_columns)
             try:
                 rows, merged = _sheet_rows(book, name, limits)
@@ -304,12 +308,14 @@ def _read_workbook(data: bytes, kind: str, limits: _Limits, sheet: str | None,
                     raise ImportFileError(_broken(kind, exc)) from exc
                 # calamine refuses a whole sheet for one #SPILL! or #CALC! (Excel 365): read a
                 # copy holding #N/A there instead; the scan puts the real text back below.
-                try:
-                    with CalamineWorkbook.from_filelike(
-                            io.BytesIO(_classic_errors_only(zf, parts[name]))) as copy:
-                        rows, merged = _sheet_rows(copy, name, limits)
-                except Exception as again:
-                    raise ImportFileError(_broken(kind, again)) from again
+                with tempfile.TemporaryDirectory(prefix="onemeter-") as scratch:
+                    copy_path = os.path.join(scratch, "copy.xlsx")
+                    _classic_errors_only(zf, parts[name], copy_path)
+                    try:
+                        with CalamineWorkbook.from_path(copy_path) as copy:
+                            rows, merged = _sheet_rows(copy, name, limits)
+                    except Exception as again:
+                        raise ImportFileError(_broken(kind, again)) from again
             if len(rows) > limits.max_rows:
                 raise ImportFileError(_too_many_rows(name, limits.max_rows))
             marks.put_errors(rows)
@@ -334,18 +340,34 @@ def _sheet_rows(book: CalamineWorkbook, name: str, limits: _Limits
     return rows, merged
 
 
-def _classic_errors_only(zf: zipfile.ZipFile, part: str) -> bytes:
-    """The workbook again, with every newer error value (#SPILL!, #CALC! …) cached in the
-    worksheet `part` written as #N/A, which calamine reads. Only for a sheet that has them;
-    every member was already checked for its size and a DTD."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as copy:
+def _classic_errors_only(zf: zipfile.ZipFile, part: str, path: str) -> None:
+    """Write the workbook again to `path`, with every newer error value (#SPILL!, #CALC! …)
+    cached in the worksheet `part` written as #N/A, which calamine reads. Only for a sheet
+    that has them; every member was already checked for its size and a DTD. Streamed in
+    chunks (cut before the last start tag, so a value and the "<" after it stay together):
+    memory does not grow with the sheet."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as copy:
         for info in zf.infolist():
-            content = zf.read(info)
-            if info.filename == part:
-                content = _NEWER_ERROR_VALUE.sub(rb"\1#N/A\2", content)
-            copy.writestr(info.filename, content)
-    return out.getvalue()
+            if info.is_dir():
+                continue
+            with zf.open(info) as source, copy.open(info.filename, "w", force_zip64=True) as out:
+                if info.filename != part:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                    continue
+                carry = b""
+                while block := source.read(_CHUNK):
+                    buffer = carry + block
+                    cut = buffer.rfind(b"<")
+                    # back to a start tag ("<" last in the buffer may begin an end tag)
+                    while cut > 0 and buffer[cut + 1:cut + 2] in (b"/", b""):
+                        cut = buffer.rfind(b"<", 0, cut)
+                    cut = max(cut, 0)
+                    out.write(_NEWER_ERROR_VALUE.sub(rb"\1#N/A", buffer[:cut]))
+                    carry = buffer[cut:]
+                    if len(carry) > _SCAN_CHUNK:
+                        raise ImportFileError(
+                            f"“{part}”中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
+                out.write(_NEWER_ERROR_VALUE.sub(rb"\1#N/A", carry))
 
 
 def _broken(kind: str, exc: BaseException) -> str:
@@ -522,16 +544,22 @@ def _xlsx_sheet_parts(zf: zipfile.ZipFile) -> dict[str, str]:
     parts = {}
     for sheet in _xml(zf, workbook).iter(f"{{{_NS_MAIN}}}sheet"):
         rel = rels.get(sheet.get(f"{{{_NS_REL_DOC}}}id", ""))
+        name = sheet.get("name", "")
+        if name in parts:  # calamine reads the first, and the checks would scan the last
+            raise ImportFileError(f"工作簿中有两个都叫“{name}”的工作表，Excel不允许这样，"
+                                  f"文件已损坏或是人为构造的。{_RESAVE}")
         if rel:
-            parts[sheet.get("name", "")] = rel[1]
+            parts[name] = rel[1]
     return parts
 
 
 # Cells are scanned on raw bytes. Every writer seen (Excel, WPS, LibreOffice, openpyxl, POI,
-# SheetJS) writes `<c r="B7" ...>` with r first; then one findall of non-self-closing cells
-# (a self-closing <c/> has no value and calamine skips cells without a value) gives every
-# position. A buffer with any other cell tag (r later, r missing, odd spacing: one search
-# finds it) is walked tag by tag instead: slower, same bounds.
+# SheetJS) writes `<c r="B7" ...>` with r first and no namespace prefix; then one findall of
+# non-self-closing cells (a self-closing <c/> has no value and calamine skips cells without a
+# value) gives every position. A buffer with any other cell tag (r later, r missing, odd
+# spacing, a prefix: one search each finds it) is walked tag by tag instead, whatever the
+# prefix: slower, same bounds. (The root's prefix is not trusted: a comment before the root
+# could name another, and the fast path would then see no cells at all.)
 #: Tag patterns stop at the next "<" (never in a tag: XML forbids it in attribute values) and
 #: never backtrack (possessive), so a hostile run of "<c <c <c …" without ">" costs linear
 #: time: with `[^>]*?` each of its n starts scanned to the far end, n² steps.
@@ -540,45 +568,29 @@ _ERROR_ATTR = re.compile(rb"(?<![\w:])t\s*=\s*[\"']e[\"']")
 _HIDDEN_ATTR = re.compile(rb"(?<![\w:])hidden\s*=\s*[\"'](?:1|true)[\"']")
 _REF_ATTR = re.compile(rb"(?<![\w:])r\s*=\s*[\"']\$?([A-Z]{0,3})\$?([0-9]{0,7})[\"']")
 _DIMENSION = re.compile(r"^\$?([A-Z]{1,3})\$?([0-9]{1,7})(?::\$?([A-Z]{1,3})\$?([0-9]{1,7}))?$")
-_ROOT_PREFIX = re.compile(rb"<([\w.-]+:)?worksheet[\s>]")
+#: The fast path's cells (unprefixed, r first), and what sends a buffer to the slow path:
+#: an unprefixed cell tag without r first, or anything that may be a prefixed cell tag.
+_VALUED = re.compile(rb'<c r="([A-Z]{1,3})([0-9]{1,7})"[^<>]*+(?<!/)>')
+_ODD = re.compile(rb'<c(?! r=")[\s/>]')
+_PREFIXED = re.compile(rb":c[\s/>]")
+#: Any prefix: a cell tag (attributes, with a trailing "/" if self-closing); a row tag; a
+#: cell's end, or the next cell's start (then it had no end).
+_CELL = re.compile(rb"<(?:[\w.-]+:)?c(?=[\s/>])([^<>]*+)>")
+_ROW = re.compile(rb"<(?:[\w.-]+:)?row(?=[\s/>])([^<>]*+)>")
+_CELL_END = re.compile(rb"<(/?)(?:[\w.-]+:)?c(?=[\s/>])")
 
 
-@dataclass(frozen=True)
-class _CellPatterns:
-    odd: re.Pattern[bytes]  # a cell tag not starting `<c r="`: one the fast path cannot place
-    valued: re.Pattern[bytes]  # non-self-closing cells with r first: (letters, digits)
-    cell: re.Pattern[bytes]  # a cell tag: (attributes, with a trailing "/" if self-closing)
-    row: re.Pattern[bytes]  # a row tag: (attributes)
-    error_value: re.Pattern[bytes]  # <v>#N/A</v>: (the error's text)
-    cell_end: re.Pattern[bytes]  # </c>, or the next cell's start tag (then it had no end)
-
-    @classmethod
-    def for_prefix(cls, prefix: bytes) -> _CellPatterns:
-        escaped = re.escape(prefix)
-        tag = b"<" + escaped + b"c"
-        return cls(
-            odd=re.compile(tag + rb'(?! r=")[\s/>]'),
-            valued=re.compile(tag + rb' r="([A-Z]{1,3})([0-9]{1,7})"[^<>]*+(?<!/)>'),
-            cell=re.compile(tag + rb'(?=[\s/>])([^<>]*+)>'),
-            row=re.compile(b"<" + escaped + rb'row(?=[\s/>])([^<>]*+)>'),
-            error_value=re.compile(b"<" + escaped + rb"v>(" + EXCEL_ERROR.encode() + rb")<"),
-            cell_end=re.compile(b"<(/?)" + escaped + rb"c(?=[\s/>])"))
-
-
-#: The error texts, by the code the scan stores for them (a byte per error cell): Excel's
-#: classic seven, which calamine reads (as ""), then the newer ones, which it refuses.
+#: Excel's classic seven error values, which calamine reads (as ""); it refuses a sheet
+#: holding any newer one (#SPILL!, #CALC!, #FIELD!, #TIMEOUT! … Excel 365 adds more).
 _CLASSIC_ERRORS = ("#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!")
-_NEWER_ERRORS = ("#SPILL!", "#CALC!", "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#UNKNOWN!",
-                 "#BUSY!", "#CONNECT!", "#PYTHON!", "#EXTERNAL!")
-_ERROR_TEXTS = _CLASSIC_ERRORS + _NEWER_ERRORS
-_ERROR_CODES = {text: code for code, text in enumerate(_ERROR_TEXTS)}
-#: Excel's error values (a formula failed), as a regular expression; `normalize_table`
-#: refuses them in any imported column.
-EXCEL_ERROR = "#(?:" + "|".join(re.escape(text[1:]) for text in _ERROR_TEXTS) + ")"
-#: A newer error as an error cell's cached value (`<v>#SPILL!</v>`), for `_classic_errors_only`.
-_NEWER_ERROR_VALUE = re.compile(rb"(<(?:[\w.-]+:)?v>)#(?:"
-                                + b"|".join(re.escape(t[1:].encode()) for t in _NEWER_ERRORS)
-                                + rb")(</)")
+#: Excel's error values (a formula failed), the newer ones by their form, as a regular
+#: expression; `normalize_table` refuses them in any imported column.
+EXCEL_ERROR = r"#(?:N/A|GETTING_DATA|[A-Z][A-Z0-9_/]{0,19}[!?])"
+_ERROR_VALUE = re.compile(rb"<(?:[\w.-]+:)?v>(" + EXCEL_ERROR.encode() + rb")<")
+#: A cached value that is not a classic error, for `_classic_errors_only`.
+_NEWER_ERROR_VALUE = re.compile(
+    rb"(<(?:[\w.-]+:)?v>)(?!#(?:N/A|REF!|VALUE!|DIV/0!|NAME\?|NUM!|NULL!)<)"
+    + EXCEL_ERROR.encode() + rb"(?=<)")
 
 
 @dataclass
@@ -593,28 +605,30 @@ class _SheetMarks:
     limits: _Limits
     hidden_columns: set[int] = field(default_factory=set)
     hidden_rows: set[int] = field(default_factory=set)
-    #: The error cells, compactly (9 bytes each): row, column (0-based), `_ERROR_TEXTS` code.
+    #: The error cells, compactly (9 bytes each): row, column (0-based), a code into
+    #: `error_texts` (the classic seven first, then each other text as it is met).
     error_rows: array = field(default_factory=lambda: array("I"))
     error_cols: array = field(default_factory=lambda: array("I"))
     error_codes: bytearray = field(default_factory=bytearray)
+    error_texts: list[str] = field(default_factory=lambda: list(_CLASSIC_ERRORS))
 
-    def scan(self, buffer: bytes, patterns: _CellPatterns, name: str, final: bool) -> int:
+    def scan(self, buffer: bytes, name: str, final: bool) -> int:
         """Collect the hidden rows and error cells of `buffer` (whole tags only); return how
         much of it was consumed: up to an error cell whose end is in the next chunk."""
         if b"hidden" in buffer:
-            for match in patterns.row.finditer(buffer):
+            for match in _ROW.finditer(buffer):
                 attrs = match.group(1)
                 ref = _REF_ATTR.search(attrs) if _HIDDEN_ATTR.search(attrs) else None
                 if ref and ref.group(2) and 0 < int(ref.group(2)) <= self.limits.max_rows:
                     self.hidden_rows.add(int(ref.group(2)) - 1)
         if b'"e"' not in buffer and b"'e'" not in buffer:
             return len(buffer)
-        for match in patterns.cell.finditer(buffer):
+        for match in _CELL.finditer(buffer):
             attrs = match.group(1)
             if attrs.endswith(b"/") or not _ERROR_ATTR.search(attrs):
                 continue  # not an error cell, or <c … t="e"/> with no value to show
             # The cell's end, looked for up to the next cell's start only (linear time).
-            end = patterns.cell_end.search(buffer, match.end())
+            end = _CELL_END.search(buffer, match.end())
             if end is None:
                 if not final:
                     return match.start()
@@ -624,7 +638,7 @@ class _SheetMarks:
             ref = _REF_ATTR.search(attrs)
             if not (ref and ref.group(1) and ref.group(2)):
                 continue  # a cell without its reference cannot be placed (no program writes it)
-            value = patterns.error_value.search(buffer, match.end(), end.start())
+            value = _ERROR_VALUE.search(buffer, match.end(), end.start())
             if value is not None:  # no cached value (<c t="e"></c>): empty, as Excel shows it
                 self.add_error(int(ref.group(2)) - 1,
                                _column_number(ref.group(1).decode()) - 1,
@@ -636,9 +650,11 @@ class _SheetMarks:
         same cells written again and again: refused, so memory stays bounded."""
         if row >= self.limits.max_rows or col >= 16384:
             return  # past what is read (the extent check refuses such a sheet anyway)
+        if text not in self.error_texts and len(self.error_texts) < 256:
+            self.error_texts.append(text)
         self.error_rows.append(row)
         self.error_cols.append(col)
-        self.error_codes.append(_ERROR_CODES.get(text, 0))
+        self.error_codes.append(self.error_texts.index(text) if text in self.error_texts else 0)
         if len(self.error_codes) > self.limits.max_cells:
             raise ImportFileError(
                 f"工作表“{name}”中的Excel错误值单元格超过{self.limits.max_cells:,}个，多于表格能有的"
@@ -646,14 +662,14 @@ class _SheetMarks:
 
     def has_newer_errors(self) -> bool:
         """Whether an error cell holds one of the newer errors calamine refuses (#SPILL! …)."""
-        return any(code >= len(_CLASSIC_ERRORS) for code in set(self.error_codes))
+        return len(self.error_texts) > len(_CLASSIC_ERRORS)
 
     def put_errors(self, rows: list[list[Any]]) -> None:
         """Write each error cell's text (#N/A …) where calamine left "" for it."""
         height = len(rows)
         for r, c, code in zip(self.error_rows, self.error_cols, self.error_codes, strict=True):
             if r < height and c < len(rows[r]) and rows[r][c] == "":
-                rows[r][c] = _ERROR_TEXTS[code]
+                rows[r][c] = self.error_texts[code]
 
 
 @dataclass
@@ -716,29 +732,24 @@ def _check_xlsx_sheet(zf: zipfile.ZipFile, part: str, name: str,
 
     extent = _Extent(name, limits)
     carry = b""
-    patterns: _CellPatterns | None = None
     info = zf.getinfo(part)
     for chunk in unpacked.chunks(zf, info, _SCAN_CHUNK):
         buffer = carry + chunk
-        if patterns is None:
-            root = _ROOT_PREFIX.search(buffer[:65536])
-            patterns = _CellPatterns.for_prefix(root.group(1) or b"" if root else b"")
         cut = buffer.rfind(b"<")  # every tag before the last "<" is complete
         head = buffer[:cut] if cut > 0 else b""
         if head:  # … and an error cell is scanned whole, its value with it
-            cut = marks.scan(head, patterns, name, final=False)
+            cut = marks.scan(head, name, final=False)
         if cut <= 0:
             carry = buffer
             if len(carry) > 2 * _SCAN_CHUNK:
                 raise ImportFileError(f"工作表“{name}”中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
             continue
-        _scan_cells(head[:cut] if cut < len(head) else head, extent, patterns)
+        _scan_cells(head[:cut] if cut < len(head) else head, extent)
         carry = buffer[cut:]
         if len(carry) > _SCAN_CHUNK:
             raise ImportFileError(f"工作表“{name}”中有异常长的XML标签，文件已损坏或是人为构造的。{_RESAVE}")
-    patterns = patterns or _CellPatterns.for_prefix(b"")
-    marks.scan(carry, patterns, name, final=True)
-    _scan_cells(carry, extent, patterns)
+    marks.scan(carry, name, final=True)
+    _scan_cells(carry, extent)
     return marks
 
 
@@ -759,11 +770,11 @@ def _check_dimension(ref: str, name: str, limits: _Limits) -> None:
         raise ImportFileError(_too_many_rows(name, limits.max_rows) + f"（工作表声明的范围是{ref}）")
 
 
-def _scan_cells(buffer: bytes, extent: _Extent, patterns: _CellPatterns) -> None:
+def _scan_cells(buffer: bytes, extent: _Extent) -> None:
     if not buffer:
         return
-    if patterns.odd.search(buffer) is None:
-        refs = patterns.valued.findall(buffer)
+    if _ODD.search(buffer) is None and _PREFIXED.search(buffer) is None:
+        refs = _VALUED.findall(buffer)
         if refs:
             rows = max(map(int, {row for _, row in refs}))
             cols = max(_column_number(col.decode()) for col in {col for col, _ in refs})
