@@ -8,9 +8,14 @@ and Redis down.
 from __future__ import annotations
 
 import io
+import resource
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +73,7 @@ from onemeter.jobs import (
 from onemeter.registry.models import Community, Household, MeterAccount
 from onemeter.security import OMUser
 from onemeter.tenancy import TenantScope, use_scope
+from onemeter_worker.runner import limit_memory
 from tests.support.stack import Stack
 from tests.support.worker import run_burst_worker, worker_process
 from tests.test_import_ledger import (
@@ -498,6 +504,53 @@ def test_a_text_file_renamed_xlsx_fails_its_batch_with_the_readers_message_and_w
     # A failed batch does not hold the file: the same bytes make a new batch.
     again_id, reused, _ = upload(app, tenant, staff, data, "台账.xlsx")
     assert not reused and again_id != batch_id
+
+
+def test_a_file_that_gets_calamine_to_ask_for_gigabytes_fails_its_job_under_the_memory_cap(
+        app: Flask, stack: Stack, tmp_path: Path, tenant: int, staff: int) -> None:
+    """The backstop behind the reader's checks (ONEMETER_JOB_MEMORY_LIMIT_MB): a reference
+    the scan does not read (lowercase, as calamine accepts it) makes calamine allocate a grid
+    of 4,000 × 16,384 cells, about 2 GB. Under a 3 GiB cap the horse aborts, the worker lives
+    on, the JobRun says why in Chinese, and nothing is written."""
+    wb = openpyxl.Workbook()
+    wb.active.append(["小区", "室号"])
+    wb.active.append([f"桂园小区{uuid.uuid4().hex[:6]}", 102])
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    with zipfile.ZipFile(buffer) as zf:
+        xml = zf.read("xl/worksheets/sheet1.xml").replace(
+            b"</sheetData>", b'<row r="4000"><c r="xfd4000"><v>1</v></c></row></sheetData>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, xml if info.filename == "xl/worksheets/sheet1.xml"
+                         else src.read(info))
+    before = tenant_snapshot(app, tenant)
+    batch_id, _, _ = upload(app, tenant, staff, out.getvalue(), "台账.xlsx")
+    run_id = step(app, tenant, start_preview, batch_id, staff)
+    log = run_burst_worker(stack, tmp_path, "imports",
+                           env={"ONEMETER_JOB_MEMORY_LIMIT_MB": "3072"})
+    run = read_row(app, JobRun, run_id)
+    assert run["state"] == RUN_FAILED, log[-3000:]
+    assert run["error"].startswith("任务中断：读取文件时内存超出上限"), run["error"]
+    assert "(signal 6)" in run["error"]
+    assert tenant_snapshot(app, tenant) == before
+    assert import_rows(app, tenant, batch_id) == {}
+
+
+def test_the_memory_cap_is_set_below_the_hard_limit_and_skipped_when_too_small() -> None:
+    code = textwrap.dedent("""
+        import resource, sys
+        from onemeter_worker.runner import limit_memory
+        print(limit_memory(int(sys.argv[1])), resource.getrlimit(resource.RLIMIT_AS)[0])
+    """)
+    done = subprocess.run([sys.executable, "-c", code, "4096"], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split() == [str(4096 << 20)] * 2
+    done = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["None", str(resource.RLIM_INFINITY)]  # below what it uses
+    assert limit_memory(0) is None
 
 
 def test_an_empty_or_oversized_upload_is_refused_and_leaves_no_file(

@@ -48,6 +48,11 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "ONEMETER_JOB_RETRY_DELAYS": tuple(
             float(d) for d in env.get("ONEMETER_JOB_RETRY_DELAYS", "5,30").split(",")
             if d.strip()),
+        # Address space (MiB) each job's work-horse may use; 0: no limit. The backstop for a
+        # file the reader's checks let through that makes calamine ask for a huge grid: the
+        # allocation fails in the horse (which dies, the JobRun failed, nothing written)
+        # instead of taking the server's memory.
+        "ONEMETER_JOB_MEMORY_LIMIT_MB": int(env.get("ONEMETER_JOB_MEMORY_LIMIT_MB", "8192")),
         # Milliseconds a web request waits for a row or the database another transaction
         # holds (an import or a rollback writing, a long edit) before it gives up with
         # 数据库正忙 (HTTP 503) instead of hanging; jobs and commands keep the database's own

@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
@@ -175,6 +176,7 @@ def run_job(job_run_id: int) -> dict[str, Any]:
     with app.app_context():
         if os.getpid() != app.config.get("_ONEMETER_PID", os.getpid()):
             db.engine.dispose(close=False)  # a forked work-horse must not share connections
+            limit_memory(app.config.get("ONEMETER_JOB_MEMORY_LIMIT_MB", 0))
         tenant_id, user_id, kind, params = _load(job_run_id)
         ctx = JobContext(job_run_id, tenant_id, user_id, params)
         clear_aside(job_run_id, cancel=True)  # left by an earlier JobRun of the same id
@@ -236,6 +238,41 @@ def run_job(job_run_id: int) -> dict[str, Any]:
         return result
 
 
+def limit_memory(megabytes: int) -> int | None:
+    """Cap this process's address space at `megabytes` MiB (RLIMIT_AS); returns the limit
+    set in bytes, or None (0 asked for, no `resource` module, or the process already uses
+    more, which is logged).
+
+    Called in each forked work-horse before its job: a file that gets past the reader's
+    checks and makes calamine ask for a huge grid then fails to allocate, and the horse dies
+    (SIGABRT: Rust aborts on a failed allocation) with the JobRun failed and nothing written,
+    instead of taking the server's memory."""
+    if megabytes <= 0:
+        return None
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    limit = megabytes * 1024 * 1024
+    used = psutil.Process().memory_info().vms
+    if used >= limit:
+        log.warning("ONEMETER_JOB_MEMORY_LIMIT_MB=%s is below this process's %s MiB: not set",
+                    megabytes, used >> 20)
+        return None
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        limit = hard
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
+
+
+#: What the page says when a horse died of SIGABRT (signal 6): a native library gave up,
+#: in practice calamine failing to allocate under ONEMETER_JOB_MEMORY_LIMIT_MB.
+ABORTED = ("任务中断：读取文件时内存超出上限或读取组件异常退出（文件可能是人为构造的，"
+           "或表格的范围异常大），未写入任何数据；请检查文件，删除多余的行和列后重新上传。")
+INTERRUPTED = "任务中断（工作进程异常退出），未写入部分数据，可重新运行。"
+
+
 def _mark_failed(app: Flask, job_run_id: int, reason: str) -> None:
     """Record that a job's process died without saying so.
 
@@ -276,10 +313,9 @@ class OneMeterWorker(Worker):
         run_id = _job_run_id(job)
         if run_id is None:
             return
+        reason = ABORTED if f"(signal {signal.SIGABRT.value})" in exc_string else INTERRUPTED
         try:
-            _mark_failed(get_app(), run_id,
-                         "任务中断（工作进程异常退出），未写入部分数据，可重新运行。\n"
-                         + exc_string[-2000:])
+            _mark_failed(get_app(), run_id, reason + "\n" + exc_string[-2000:])
         except Exception:  # the database is down: reap_abandoned records it later
             log.exception("could not mark JobRun %s failed", run_id)
 
