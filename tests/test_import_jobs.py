@@ -536,6 +536,10 @@ def test_a_file_that_gets_calamine_to_ask_for_gigabytes_fails_its_job_under_the_
     assert "(signal 6)" in run["error"]
     assert tenant_snapshot(app, tenant) == before
     assert import_rows(app, tenant, batch_id) == {}
+    # The batch says why, and is not offered a preview that would only abort again.
+    assert "已失败" in refused(app, tenant, start_preview, batch_id, staff)
+    batch = read_row(app, ImportBatch, batch_id)
+    assert batch["state"] == FAILED and batch["message"].startswith("任务中断：读取文件时内存超出上限")
 
 
 def test_the_memory_cap_is_set_below_the_hard_limit_and_skipped_when_too_small() -> None:

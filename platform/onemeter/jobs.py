@@ -34,6 +34,10 @@ STATE_LABELS = {QUEUED: "排队中", STARTED: "运行中", FINISHED: "已完成"
 #: States a user may cancel, and states a user may re-run (a new JobRun, same kind and params).
 CANCELLABLE = (QUEUED, STARTED)
 RERUNNABLE = (FAILED, CANCELLED)
+#: A work-horse that died of SIGABRT: a native library gave up, in practice calamine failing to
+#: allocate a file's grid under ONEMETER_JOB_MEMORY_LIMIT_MB. The JobRun's error starts so.
+ABORTED_READING = ("任务中断：读取文件时内存超出上限或读取组件异常退出（文件可能是人为构造的，"
+                   "或表格的范围异常大），未写入任何数据；请检查文件，删除多余的行和列后重新上传。")
 
 
 class QueueUnavailable(RuntimeError):

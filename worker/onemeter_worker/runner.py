@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from onemeter.audit import acting_as
 from onemeter.database import db
 from onemeter.jobs import (
+    ABORTED_READING,
     CANCELLABLE,
     CANCELLED,
     FAILED,
@@ -266,10 +267,6 @@ def limit_memory(megabytes: int) -> int | None:
     return limit
 
 
-#: What the page says when a horse died of SIGABRT (signal 6): a native library gave up,
-#: in practice calamine failing to allocate under ONEMETER_JOB_MEMORY_LIMIT_MB.
-ABORTED = ("任务中断：读取文件时内存超出上限或读取组件异常退出（文件可能是人为构造的，"
-           "或表格的范围异常大），未写入任何数据；请检查文件，删除多余的行和列后重新上传。")
 INTERRUPTED = "任务中断（工作进程异常退出），未写入部分数据，可重新运行。"
 
 
@@ -313,7 +310,8 @@ class OneMeterWorker(Worker):
         run_id = _job_run_id(job)
         if run_id is None:
             return
-        reason = ABORTED if f"(signal {signal.SIGABRT.value})" in exc_string else INTERRUPTED
+        aborted = f"(signal {signal.SIGABRT.value})" in exc_string
+        reason = ABORTED_READING if aborted else INTERRUPTED
         try:
             _mark_failed(get_app(), run_id, reason + "\n" + exc_string[-2000:])
         except Exception:  # the database is down: reap_abandoned records it later

@@ -21,6 +21,7 @@ Each is read from the app config, else from the environment (the worker has no o
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import os
 import re
@@ -59,6 +60,7 @@ from onemeter.imports.models import (
 )
 from onemeter.imports.reader import RawSheet, read_table
 from onemeter.jobs import (
+    ABORTED_READING,
     CANCELLABLE,
     RERUNNABLE,
     JobRun,
@@ -335,9 +337,14 @@ def settle(batch: ImportBatch) -> ImportBatch:
     column, what = _JOB_OF[batch.state]
     run = _run(getattr(batch, column))
     if run is not None and run.state in RERUNNABLE:
-        batch.state = _state_before(batch)
-        batch.message = (f"上次的{what}任务 #{run.id} {run.state_label}，没有写入任何数据；"
-                         f"可以重新{what}")
+        if batch.state == PREVIEWING and (run.error or "").startswith(ABORTED_READING):
+            # The file made reading run out of memory: a re-run would only do so again.
+            batch.state, batch.failed_at = FAILED, dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            batch.message = ABORTED_READING
+        else:
+            batch.state = _state_before(batch)
+            batch.message = (f"上次的{what}任务 #{run.id} {run.state_label}，没有写入任何数据；"
+                             f"可以重新{what}")
         db.session.commit()
     return batch
 
