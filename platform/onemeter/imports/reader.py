@@ -589,16 +589,18 @@ EXCEL_ERROR = r"#(?:N/A|GETTING_DATA|[A-Z][A-Z0-9_/]{0,19}[!?])"
 _ERROR_VALUE = re.compile(rb"<(?:[\w.-]+:)?v>(" + EXCEL_ERROR.encode() + rb")<")
 #: A cached value that is not a classic error, for `_classic_errors_only`.
 _NEWER_ERROR_VALUE = re.compile(
-    rb"(<(?:[\w.-]+:)?v>)(?!#(?:N/A|REF!|VALUE!|DIV/0!|NAME\?|NUM!|NULL!)<)"
-    + EXCEL_ERROR.encode() + rb"(?=<)")
+    rb"(<(?:[\w.-]+:)?v>)(?!#(?:"
+    + b"|".join(re.escape(text[1:]).encode() for text in _CLASSIC_ERRORS)
+    + rb")<)" + EXCEL_ERROR.encode() + rb"(?=<)")
 
 
 @dataclass
 class _SheetMarks:
-    """What an .xlsx sheet's XML says that calamine does not return: hidden columns and rows
-    (0-based) and the error cells' texts by (row, column). calamine reads an error cell
-    (`t="e"`: #N/A, #REF! …) as "", which showed as 缺少室号 or a blank owner; the reader puts
-    the text back for `normalize_table` to refuse."""
+    """What a sheet's XML (.xlsx) or BIFF records (.xls) say that calamine does not return:
+    hidden columns and rows (0-based) and the error cells' texts by (row, column). calamine
+    reads an error cell (`t="e"`, BOOLERR, a FORMULA's cached error: #N/A, #REF! …) as "",
+    which showed as 缺少室号 or a blank owner; the reader puts the text back for
+    `normalize_table` to refuse."""
 
     #: Error cells past the sheet's `max_cells` (only the same cell written again and again
     #: gets there) refuse the sheet; the rows of hidden rows past `max_rows` are not kept.
